@@ -1,0 +1,270 @@
+"""The ``nmsat`` command line: a thin dispatcher over the layers.
+
+Each subcommand parses its arguments here and calls one library function of its layer,
+imported lazily so that ``nmsat --help`` stays fast. User errors (:class:`NmsatError`) are
+printed once, in one line, and give exit code 2; argparse's own errors give 2 as well; Ctrl-C
+gives 130 (STYLE.md G16).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from nmsat.hw.errors import NmsatError
+
+__all__ = ["main", "run_main"]
+
+_Handler = Callable[[argparse.Namespace], int]
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        default="vcu1525",
+        help="preset name (tiny, vcu1525) or YAML file (default: vcu1525)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one configuration key (repeatable), validated like the YAML",
+    )
+
+
+# -- handlers: each calls one library function -------------------------------------------------
+
+
+def _cmd_params(args: argparse.Namespace) -> int:
+    import yaml
+
+    from nmsat.hw.params import load_params
+
+    params = load_params(args.config, args.overrides)
+    sys.stdout.write(yaml.safe_dump(params.to_dict(), sort_keys=False))
+    return 0
+
+
+def _cmd_isa_asm(args: argparse.Namespace) -> int:
+    from nmsat.hw.isa_asm import assemble, write_program
+
+    text = _read_text(args.source)
+    words = assemble(text)
+    write_program(args.out, words)
+    print(f"{args.out}: {len(words)} instructions")
+    return 0
+
+
+def _cmd_isa_disasm(args: argparse.Namespace) -> int:
+    from nmsat.hw.isa_asm import disassemble, read_program
+
+    sys.stdout.write(disassemble(read_program(args.program)))
+    return 0
+
+
+def _cmd_isa_cycles(args: argparse.Namespace) -> int:
+    from nmsat.hw.isa import check_for_params, cycles, decode
+    from nmsat.hw.isa_asm import format_instruction, read_program
+    from nmsat.hw.params import load_params
+
+    params = load_params(args.config, args.overrides)
+    total = 0
+    for pc, word in enumerate(read_program(args.program)):
+        instr = decode(word)
+        try:
+            check_for_params(instr, params)
+        except NmsatError as exc:
+            raise NmsatError(f"pc {pc}: {exc}") from None
+        cost = cycles(instr, params)
+        total += cost
+        print(f"{pc:6d} {cost:10d}  {format_instruction(instr)}")
+    print(f"{'sum':>6} {total:10d}  (serial: queues not overlapped)")
+    return 0
+
+
+def _cmd_isa_doc(args: argparse.Namespace) -> int:
+    from nmsat.hw.files import write_atomic
+    from nmsat.hw.isa_doc import render
+
+    text = render()
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        write_atomic(args.out, text)
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from nmsat.models.nm import parse_nm
+    from nmsat.models.train import TrainConfig, train, write_json
+
+    n, m = parse_nm(args.nm)
+    cfg = TrainConfig(
+        model=args.model,
+        dataset=args.dataset,
+        n=n,
+        m=m,
+        sparsity=args.sparsity if n != m else "dense",
+        epochs=args.epochs,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        lr=args.lr,
+    )
+    result = train(cfg, progress=not args.no_progress)
+    if args.json is not None:
+        write_json(result, args.json)
+    print(
+        f"{args.model} {args.nm} ({cfg.sparsity}): test accuracy {result.test_accuracy:.4f}, "
+        f"final loss {result.loss_curve[-1]:.4f}, {result.seconds:.1f} s"
+    )
+    return 0
+
+
+def _cmd_report_accuracy(args: argparse.Namespace) -> int:
+    from nmsat.reports.accuracy import make_accuracy_report
+
+    table = make_accuracy_report(
+        Path(args.out),
+        seeds=tuple(range(args.seeds)),
+        epochs=args.epochs,
+        progress=not args.no_progress,
+    )
+    print(table)
+    print(f"written to {args.out}/ (README.md, accuracy.csv, accuracy.png)")
+    return 0
+
+
+def _cmd_zoo(args: argparse.Namespace) -> int:
+    from nmsat.models.zoo import get_model, load_model_yaml, model_names
+
+    if args.model is None:
+        print("\n".join(model_names()))
+        return 0
+    if args.model.endswith((".yaml", ".yml")):
+        model = load_model_yaml(args.model, args.batch)
+    else:
+        model = get_model(args.model, args.batch)
+    print(model.summary())
+    return 0
+
+
+# -- parser ----------------------------------------------------------------------------------
+
+
+def _read_text(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise NmsatError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise NmsatError(f"{path}: not a UTF-8 text file") from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of ``nmsat`` (handlers in ``func``)."""
+    parser = argparse.ArgumentParser(
+        prog="nmsat",
+        description="Design environment for SAT-style N:M sparse DNN training accelerators.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("params", help="print a validated hardware configuration as YAML")
+    _add_config(p)
+    p.set_defaults(func=_cmd_params)
+
+    p = sub.add_parser("isa", help="assemble, disassemble and document programs")
+    isa_sub = p.add_subparsers(dest="isa_command", required=True, metavar="ACTION")
+    q = isa_sub.add_parser("asm", help="assemble a text program into a .nmsb program file")
+    q.add_argument("source", help="assembly text file")
+    q.add_argument("--out", required=True, help="program file to write")
+    q.set_defaults(func=_cmd_isa_asm)
+    q = isa_sub.add_parser("disasm", help="print a program file as assembly text")
+    q.add_argument("program", help=".nmsb program file")
+    q.set_defaults(func=_cmd_isa_disasm)
+    q = isa_sub.add_parser("cycles", help="print each instruction's cycles on a configuration")
+    q.add_argument("program", help=".nmsb program file")
+    _add_config(q)
+    q.set_defaults(func=_cmd_isa_cycles)
+    q = isa_sub.add_parser("doc", help="print or write docs/isa.md")
+    q.add_argument("--out", default=None, help="file to write (default: standard output)")
+    q.set_defaults(func=_cmd_isa_doc)
+
+    p = sub.add_parser("train", help="train a small model with BDWP in numpy")
+    p.add_argument("--model", choices=("mlp", "cnn"), default="mlp")
+    p.add_argument("--dataset", choices=("digits",), default="digits")
+    p.add_argument("--nm", default="2:8", help="N:M pattern like 2:8, or 'dense'")
+    p.add_argument(
+        "--sparsity",
+        choices=("bdwp", "forward"),
+        default="bdwp",
+        help="bdwp: N:M weights in FF and BP (default); forward: FF only (SR-STE)",
+    )
+    p.add_argument("--epochs", type=_positive_int, default=30)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--lr", type=_positive_float, default=0.1)
+    p.add_argument("--json", default=None, help="write the result as JSON here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("report", help="generate reports (Markdown, CSV, PNG)")
+    rep_sub = p.add_subparsers(dest="report", required=True, metavar="REPORT")
+    q = rep_sub.add_parser("accuracy", help="what N:M costs in accuracy (BDWP training)")
+    q.add_argument("--out", default="build/reports/accuracy", help="output folder")
+    q.add_argument("--seeds", type=_positive_int, default=3, help="seeds per setting")
+    q.add_argument("--epochs", type=_positive_int, default=30)
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
+    q.set_defaults(func=_cmd_report_accuracy)
+
+    p = sub.add_parser("zoo", help="list the model zoo or print a model's layers")
+    p.add_argument("model", nargs="?", default=None, help="zoo name or a YAML layer file")
+    p.add_argument("--batch", type=_positive_int, default=1)
+    p.set_defaults(func=_cmd_zoo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``nmsat`` with ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help gives 0, bad arguments give 2
+        return exc.code if isinstance(exc.code, int) else 2
+    handler: _Handler = args.func
+    try:
+        return handler(args)
+    except NmsatError as exc:
+        print(f"nmsat: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nmsat: interrupted", file=sys.stderr)
+        return 130
+
+
+def run_main() -> None:
+    """Entry point of the ``nmsat`` console script."""
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Cycle cost of each instruction, as closed-form formulas of its fields and SATParams.
+
+These functions ARE the timing contract: the Python model (``nmsat.sim``) calls them, the RTL
+(``nmsat.hw``) must take exactly as many cycles, and ``docs/isa.md`` prints them next to each
+opcode (:mod:`nmsat.hw.isa` links every opcode to its formula). A cost counts the cycles from
+the cycle an instruction starts on its unit to the cycle its unit can start the next one of
+the same queue; how queues overlap through dependency tokens is described in docs/isa.md.
+
+Symbols: R = ``array_rows``, C = ``array_cols``, L = ``adder_latency``,
+Lm = ``multiplier_latency``, B = ``dram_bytes_per_cycle``, D = ``dram_latency_cycles``.
+
+Ref: H. T. Kung, "Why systolic architectures?", IEEE Computer 1982 (fill and drain);
+     SCALE-Sim (Samajdar et al., ISPASS 2020) for the fold structure of WS and OS dataflows;
+     Fang et al., TCAD 2023 (interleave mapping hides the FP32 adder latency).
+
+Part of the contract: imports nothing from nmsat but :mod:`nmsat.hw.params`.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .params import SATParams
+
+__all__ = [
+    "dma_cycles",
+    "gemm_os_cycles",
+    "gemm_ws_cycles",
+    "prune_cycles",
+    "sore_pipeline_cycles",
+    "update_cycles",
+    "update_pipeline_cycles",
+    "vec_cycles",
+    "vec_pipeline_cycles",
+]
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def dma_cycles(rows: int, cols: int, element_bytes: int, p: SATParams) -> int:
+    """Cycles of a 2-D DMA transfer: ``D + rows * ceil(cols * element_bytes / B)``.
+
+    The request pipeline issues row after row; only the first row's latency is exposed.
+    The memory moves B bytes per cycle whatever the alignment (byte-granular model).
+    """
+    return p.dram_latency_cycles + rows * _cdiv(cols * element_bytes, p.dram_bytes_per_cycle)
+
+
+def gemm_ws_cycles(rows: int, cols: int, depth: int, n: int, m: int, interleave: int,
+                   p: SATParams) -> int:  # fmt: skip
+    """Cycles of a weight-stationary GEMM.
+
+    The compressed reduction ``Kc = depth * n / m`` maps onto the R array rows, the ``rows``
+    outputs of A onto the C array columns, and the ``cols`` columns of B stream through in
+    time: ``Fk = ceil(Kc / R)`` by ``Fi = ceil(rows / C)`` folds. A fold streams ``cols``
+    vectors while the next fold's R weight rows shift in behind them, so it lasts
+    ``step = max(cols, R)``. Partial sums enter the top of a column preloaded from the
+    accumulator buffer, so when ``Fk > 1`` fold k+1 of an output block needs fold k's sums,
+    which take ``R * L + C`` cycles through R chained adders and the column skew; interleave
+    mapping runs the k-folds of ``min(interleave, Fi)`` output blocks round robin, so
+    ``step = max(cols, R, ceil((R * L + C) / min(interleave, Fi)))``. Total:
+    ``R + Fi * Fk * step + R * L + C`` (first weight preload, folds, last drain).
+    """
+    R, C, L = p.array_rows, p.array_cols, p.adder_latency
+    kc = depth * n // m
+    fk = _cdiv(kc, R)
+    fi = _cdiv(rows, C)
+    step = max(cols, R)
+    if fk > 1:
+        step = max(step, _cdiv(R * L + C, min(interleave, fi)))
+    return R + fi * fk * step + R * L + C
+
+
+def gemm_os_cycles(rows: int, cols: int, depth: int, n: int, m: int, interleave: int,
+                   p: SATParams) -> int:  # fmt: skip
+    """Cycles of an output-stationary GEMM.
+
+    Each PE owns ``I = min(interleave, ceil(cols / C))`` output elements (interleave mapping:
+    one accumulator register each) and accumulates them round robin, one MAC per cycle; an
+    accumulator can take its next product only L cycles after the last, so a PE needs
+    ``max(I, L)`` cycles per reduction step. Folds: ``Fi = ceil(rows / R)`` by
+    ``Fj = ceil(cols / (C * I))``, each ``Kc * max(I, L)`` cycles with ``Kc = depth * n / m``.
+    A fold's results drain while the next fold computes; the last drain, the operand skew and
+    the last addition add ``R * I + R + C + L``.
+    """
+    R, C, L = p.array_rows, p.array_cols, p.adder_latency
+    kc = depth * n // m
+    ilv = min(interleave, _cdiv(cols, C))
+    fi = _cdiv(rows, R)
+    fj = _cdiv(cols, C * ilv)
+    return fi * fj * kc * max(ilv, L) + R * ilv + R + C + L
+
+
+def sore_pipeline_cycles(m: int) -> int:
+    """Latency of the SORE pipeline for groups of ``m``: read, bitonic network, write.
+
+    A bitonic network over M inputs has ``log2(M) * (log2(M) + 1) / 2`` compare stages
+    (Batcher 1968); one register stage each, plus one to read FP32 weights and one to write
+    the FP16 values and indices.
+    """
+    k = int(math.log2(m))
+    return 2 + k * (k + 1) // 2
+
+
+def prune_cycles(rows: int, cols: int, m: int, p: SATParams) -> int:
+    """Cycles of PRUNE: ``ceil(rows * cols / m / sore_lanes) + sore_pipeline_cycles(m)``.
+
+    Each SORE lane takes one M-group per cycle (the paper's lanes take M cycles per group).
+    """
+    return _cdiv(rows * cols // m, p.sore_lanes) + sore_pipeline_cycles(m)
+
+
+def vec_pipeline_cycles(op_name: str, p: SATParams) -> int:
+    """Latency of one WUVE element-wise op: 2 (read, write) plus its arithmetic.
+
+    COPY, RELU and RELU_GRAD select or convert only; ADD adds L; SCALE adds Lm.
+    """
+    arith = {"ADD": p.adder_latency, "SCALE": p.multiplier_latency}.get(op_name, 0)
+    return 2 + arith
+
+
+def vec_cycles(op_name: str, length: int, p: SATParams) -> int:
+    """Cycles of VEC: ``ceil(length / wuve_lanes) + vec_pipeline_cycles(op)``."""
+    return _cdiv(length, p.wuve_lanes) + vec_pipeline_cycles(op_name, p)
+
+
+def update_pipeline_cycles(p: SATParams) -> int:
+    """Latency of the fused SGD update: ``3 + 2 * Lm + 4 * L``.
+
+    One cycle reads the four hyper-parameters, then read and write (2) around the critical
+    path wd*w (Lm), +g (L), +SR-STE term (L), +momentum*v (L), lr*v (Lm), w - (L).
+    """
+    return 3 + 2 * p.multiplier_latency + 4 * p.adder_latency
+
+
+def update_cycles(length: int, p: SATParams) -> int:
+    """Cycles of UPDATE: ``ceil(length / wuve_lanes) + update_pipeline_cycles()``."""
+    return _cdiv(length, p.wuve_lanes) + update_pipeline_cycles(p)

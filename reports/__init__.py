@@ -1,0 +1,3 @@
+"""nmsat.reports: see docs/decisions.md for this layer's place in the import order."""
+
+__all__: list[str] = []

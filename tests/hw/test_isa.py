@@ -1,0 +1,225 @@
+"""ISA: round trips (fields -> bits -> fields, bits -> text -> bits), illegal words, limits,
+and the cycle formulas."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from nmsat.hw import isa, isa_timing
+from nmsat.hw.errors import IsaError
+from nmsat.hw.isa import Buffer, Dataflow, Direction, Opcode, Queue, VecOp
+from nmsat.hw.isa_asm import assemble, disassemble, format_instruction
+from nmsat.hw.params import load_params
+
+TINY = load_params("tiny")
+BOARD = load_params("vcu1525")
+
+_NM = st.sampled_from([(1, 1), (4, 4), (8, 8), (1, 4), (2, 4), (1, 8), (2, 8), (4, 8), (2, 16)])
+
+
+def _bits(width: int) -> st.SearchStrategy[int]:
+    return st.integers(0, (1 << width) - 1)
+
+
+@st.composite
+def instructions(draw: st.DrawFn) -> isa.Instruction:
+    """Any legal instruction (configuration-independent rules only)."""
+    opcode = draw(st.sampled_from(list(Opcode)))
+    layout = isa.PAYLOADS.get(opcode)
+    fields: dict[str, Any] = {}
+    for name, field in layout or ():
+        shape = field.shape
+        if isinstance(shape, type) and hasattr(shape, "__members__"):
+            fields[name] = draw(st.sampled_from(list(shape)))
+        else:
+            fields[name] = draw(_bits(field.width))
+    if "n" in fields:
+        fields["n"], fields["m"] = draw(_NM)
+    if opcode in (Opcode.LOAD, Opcode.STORE):
+        fields["rows"] = draw(st.integers(1, 0xFFFF))
+        fields["cols"] = draw(st.integers(1, 0xFFFF))
+        fields["dram_stride"] = draw(st.integers(fields["cols"], 0xFFFF_FFFF))
+    elif opcode is Opcode.GEMM:
+        fields["rows"] = draw(st.integers(1, 0xFFFF))
+        fields["cols"] = draw(st.integers(1, 0xFFFF))
+        fields["depth"] = fields["m"] * draw(st.integers(1, 0xFFFF // fields["m"]))
+        fields["interleave"] = draw(st.integers(1, 31))
+    elif opcode is Opcode.PRUNE:
+        fields["rows"] = fields["m"] * draw(st.integers(1, 0xFFFF // fields["m"]))
+        fields["cols"] = fields["m"] * draw(st.integers(1, 0xFFFF // fields["m"]))
+    elif opcode is Opcode.VEC:
+        for key in ("dst_buf", "src0_buf", "src1_buf"):
+            fields[key] = draw(st.sampled_from([b for b in Buffer if b is not Buffer.IDX]))
+        fields["length"] = draw(st.integers(1, (1 << 24) - 1))
+    elif opcode is Opcode.UPDATE:
+        fields["length"] = fields["m"] * draw(st.integers(1, ((1 << 24) - 1) // fields["m"]))
+    pop = draw(st.sets(st.sampled_from(list(Queue))))
+    push = draw(st.sets(st.sampled_from(list(Queue))))
+    return isa.make(opcode, pop=pop, push=push, **fields)
+
+
+def test_layout_widths() -> None:
+    assert isa.INSTR.size == isa.INSTR_BITS == 256
+    assert isa.HEADER.size == 16
+    assert dict(isa.INSTR)["header"].offset == 0
+    for layout in isa.PAYLOADS.values():
+        assert layout.size <= isa.INSTR_BITS - isa.HEADER.size
+    assert set(isa.PAYLOADS) | {Opcode.HALT} == set(Opcode)
+
+
+@given(instructions())
+def test_fields_bits_fields(instr: isa.Instruction) -> None:
+    word = instr.encode()
+    assert 0 <= word < 1 << isa.INSTR_BITS
+    assert isa.decode(word) == instr
+
+
+@given(instructions())
+def test_bits_text_bits(instr: isa.Instruction) -> None:
+    word = instr.encode()
+    text = disassemble([word])
+    assert assemble(text) == [word]
+    assert text.startswith(instr.opcode.name)
+
+
+@given(st.integers(0, (1 << 256) - 1))
+def test_any_word_decodes_or_is_illegal(word: int) -> None:
+    try:
+        instr = isa.decode(word)
+    except IsaError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert instr.encode() == word
+
+
+@given(instructions(), st.integers(0, 255))
+def test_unused_payload_bits_are_illegal(instr: isa.Instruction, bit: int) -> None:
+    layout = isa.PAYLOADS.get(instr.opcode)
+    used = isa.HEADER.size + (layout.size if layout is not None else 0)
+    assume(bit >= used)
+    with pytest.raises(IsaError, match="unused payload bits"):
+        isa.decode(instr.encode() | 1 << bit)
+
+
+def test_illegal_words() -> None:
+    for opcode in range(7, 15):
+        with pytest.raises(IsaError, match=f"opcode {opcode} is not defined"):
+            isa.decode(opcode)
+    halt = isa.encode(Opcode.HALT)
+    with pytest.raises(IsaError, match="reserved header bits"):
+        isa.decode(halt | 1 << 15)
+    vec = isa.encode(Opcode.VEC, op=VecOp.ADD, length=4)
+    with pytest.raises(IsaError, match="field op has an undefined value"):
+        isa.decode(vec | 7 << isa.HEADER.size)
+    with pytest.raises(IsaError, match="does not fit 256 bits"):
+        isa.decode(1 << 256)
+
+
+@pytest.mark.parametrize(
+    ("opcode", "fields", "match"),
+    [
+        (Opcode.GEMM, {"n": 9, "m": 8, "rows": 1, "cols": 1, "depth": 8, "interleave": 1}, "9"),
+        (Opcode.GEMM, {"n": 2, "m": 6, "rows": 1, "cols": 1, "depth": 6, "interleave": 1}, "m=6"),
+        (Opcode.GEMM, {"n": 2, "m": 8, "rows": 1, "cols": 1, "depth": 12, "interleave": 1}, "12"),
+        (Opcode.GEMM, {"n": 2, "m": 8, "rows": 0, "cols": 1, "depth": 8, "interleave": 1}, "rows"),
+        (Opcode.GEMM, {"n": 8, "m": 8, "rows": 1, "cols": 1, "depth": 8, "interleave": 0}, "inter"),
+        (Opcode.GEMM, {"n": 1, "m": 1, "rows": 1 << 16, "cols": 1, "depth": 1}, "16 unsigned"),
+        (Opcode.LOAD, {"rows": 2, "cols": 8, "dram_stride": 4}, "overlap"),
+        (Opcode.LOAD, {"rows": 1, "cols": 8, "buffer": 7}, "not one of"),
+        (Opcode.PRUNE, {"n": 2, "m": 4, "rows": 3, "cols": 8, "direction": Direction.BP}, "rows"),
+        (Opcode.VEC, {"length": 4, "dst_buf": Buffer.IDX}, "IDX"),
+        (Opcode.UPDATE, {"n": 2, "m": 8, "length": 12}, "length=12"),
+        (Opcode.HALT, {"rows": 1}, "unknown field"),
+        (Opcode.LOAD, {"rows": 1, "cols": -1}, "unsigned"),
+        (Opcode.LOAD, {"rows": True, "cols": 1}, "unsigned"),
+    ],
+)
+def test_rules(opcode: Opcode, fields: dict[str, Any], match: str) -> None:
+    with pytest.raises(IsaError, match=match):
+        isa.encode(opcode, **fields)
+
+
+def _gemm(**kw: Any) -> isa.Instruction:
+    base = {"n": 2, "m": 8, "rows": 4, "cols": 16, "depth": 64, "interleave": 3}
+    return isa.make(Opcode.GEMM, **{**base, **kw})
+
+
+def test_check_for_params_limits() -> None:
+    isa.check_for_params(_gemm(), TINY)
+    with pytest.raises(IsaError, match="overruns the ACC buffer"):
+        isa.check_for_params(_gemm(c_addr=TINY.acc_buffer_entries - 10), TINY)
+    with pytest.raises(IsaError, match="overruns the WGT buffer"):
+        isa.check_for_params(_gemm(a_addr=TINY.wgt_buffer_entries - 1), TINY)
+    with pytest.raises(IsaError, match="2:16 is not supported by tiny"):
+        isa.check_for_params(_gemm(m=16, depth=64), TINY)
+    with pytest.raises(IsaError, match="interleave=4 exceeds"):
+        isa.check_for_params(_gemm(interleave=4), TINY)
+    load = isa.make(
+        Opcode.LOAD, buffer=Buffer.ACT, rows=2, cols=4, dram_stride=8,
+        dram_addr=TINY.dram_bytes - 16,
+    )  # fmt: skip
+    with pytest.raises(IsaError, match="past the"):
+        isa.check_for_params(load, TINY)
+    upd = isa.make(Opcode.UPDATE, n=2, m=8, length=64, hp_addr=TINY.vec_buffer_entries - 2)
+    with pytest.raises(IsaError, match="hp_addr"):
+        isa.check_for_params(upd, TINY)
+
+
+def test_cycle_formulas_by_hand() -> None:
+    # tiny: R = C = 4, L = 3, B = 16, D = 8.
+    load = isa.make(Opcode.LOAD, buffer=Buffer.ACT, rows=3, cols=10, dram_stride=10)
+    assert isa.cycles(load, TINY) == 8 + 3 * 2  # 20 bytes per row: 2 beats of 16
+    # WS, 2:8, depth 64 -> Kc 16 -> Fk 4; rows 4 -> Fi 1; step max(16, 4, (12 + 4) / 1) = 16
+    assert isa.cycles(_gemm(), TINY) == 4 + 4 * 16 + 12 + 4
+    # cols 2 -> the partial-sum dependency dominates: step = 16 cycles
+    assert isa.cycles(_gemm(cols=2), TINY) == 4 + 4 * 16 + 12 + 4
+    # OS: dense depth 8, rows 4, cols 12, interleave 3 -> I = 3, Fj = 1
+    os_ = _gemm(n=8, m=8, depth=8, cols=12, dataflow=Dataflow.OS)
+    assert isa.cycles(os_, TINY) == 8 * 3 + 4 * 3 + 4 + 4 + 3
+    prune = isa.make(Opcode.PRUNE, n=2, m=8, rows=4, cols=16)
+    assert isa.cycles(prune, TINY) == 4 + (2 + 3 * 4 // 2)  # 8 groups / 2 lanes + pipeline
+    vec = isa.make(Opcode.VEC, op=VecOp.ADD, length=10)
+    assert isa.cycles(vec, TINY) == 3 + 2 + 3
+    upd = isa.make(Opcode.UPDATE, n=2, m=8, length=16)
+    assert isa.cycles(upd, TINY) == 4 + 3 + 2 * 2 + 4 * 3
+    assert isa.cycles(isa.make(Opcode.HALT), TINY) == 1
+
+
+@given(
+    st.integers(1, 200), st.integers(1, 300), st.integers(1, 64), _NM, st.integers(1, 4)
+)  # fmt: skip
+def test_cycle_formula_properties(
+    rows: int, cols: int, groups: int, nm: tuple[int, int], ilv: int
+) -> None:
+    n, m = nm
+    depth = groups * m
+    ws, os_ = isa_timing.gemm_ws_cycles, isa_timing.gemm_os_cycles
+    for formula in (ws, os_):
+        dense = formula(rows, cols, depth, m, m, ilv, BOARD)
+        sparse = formula(rows, cols, depth, n, m, ilv, BOARD)
+        assert sparse <= dense  # N:M never costs more than dense on the same shape
+        # at least the MACs divided by the PEs
+        assert sparse >= rows * cols * (depth * n // m) / BOARD.pe_count
+    # WS: more interleave never hurts.
+    assert ws(rows, cols, depth, n, m, ilv + 1, BOARD) <= ws(rows, cols, depth, n, m, ilv, BOARD)
+    # OS: interleave = L beats none once the reduction is long enough to amortise the drain of
+    # the extra accumulators (a short one can lose: more results to shift out).
+    L = BOARD.adder_latency
+    if depth * n // m >= BOARD.array_rows:
+        assert os_(rows, cols, depth, n, m, L, BOARD) <= os_(rows, cols, depth, n, m, 1, BOARD)
+
+
+def test_interleave_hides_adder_latency_in_os() -> None:
+    # A long WU reduction: interleave = L runs L times faster than no interleave.
+    slow = isa_timing.gemm_os_cycles(64, 1024, 4096, 8, 8, 1, BOARD)
+    fast = isa_timing.gemm_os_cycles(64, 1024, 4096, 8, 8, BOARD.adder_latency, BOARD)
+    assert slow / fast == pytest.approx(BOARD.adder_latency, rel=0.01)
+
+
+def test_format_instruction_names_fields() -> None:
+    text = format_instruction(_gemm(push=[Queue.STORE], pop=[Queue.LOAD, Queue.PRUNE]))
+    assert text.startswith("GEMM pop=load,prune push=store n=2 m=8 dataflow=WS")
