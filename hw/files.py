@@ -30,6 +30,10 @@ def write_atomic(path: str | Path, content: bytes | str) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(blob)
+        # mkstemp creates 0600; give the file the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, target)
     except BaseException:
         os.unlink(tmp)

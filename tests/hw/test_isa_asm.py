@@ -83,7 +83,7 @@ def test_corrupt_program_files(tmp_path: Path) -> None:
         program_from_bytes(bytes(corrupt))
     path = tmp_path / "bad.nmsb"
     path.write_bytes(bytes(corrupt))
-    with pytest.raises(IsaError, match="bad.nmsb: instruction 2"):
+    with pytest.raises(IsaError, match=r"bad\.nmsb: instruction 2"):
         read_program(path)
     with pytest.raises(IsaError, match="cannot read"):
         read_program(tmp_path / "missing.nmsb")
