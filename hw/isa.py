@@ -43,6 +43,7 @@ from .errors import IsaError
 from .params import BUFFER_ADDR_BITS, DRAM_ADDR_BITS, SATParams
 
 __all__ = [
+    "FIELD_DEFAULTS",
     "HEADER",
     "INSTR",
     "INSTR_BITS",
@@ -61,6 +62,7 @@ __all__ = [
     "check_for_params",
     "cycles",
     "decode",
+    "dma_elements",
     "element_bytes",
     "encode",
     "make",
@@ -144,6 +146,10 @@ PAYLOADS: Mapping[Opcode, data.StructLayout] = {
             "dram_stride": 32,
             "rows": 16,
             "cols": 16,
+            "planes": 16,
+            "plane_stride": 32,
+            "blocks": 16,
+            "block_stride": 32,
         }
     ),
     Opcode.GEMM: data.StructLayout(
@@ -224,12 +230,24 @@ OPCODE_QUEUE: Mapping[Opcode, Queue] = {
     Opcode.UPDATE: Queue.UPDATE,
 }
 
+#: Values of fields left out of :func:`make` other than zero (a 2-D DMA transfer is 4-D with
+#: one plane and one block).
+FIELD_DEFAULTS: Mapping[Opcode, Mapping[str, int]] = {
+    Opcode.LOAD: {"planes": 1, "blocks": 1},
+    Opcode.STORE: {"planes": 1, "blocks": 1},
+}
+
 _ELEMENT_BYTES = {Buffer.ACT: 2, Buffer.WGT: 2, Buffer.IDX: 1, Buffer.ACC: 4, Buffer.VEC: 4}
 
 
 def element_bytes(buffer: Buffer) -> int:
     """Return the bytes one element of ``buffer`` takes in external memory."""
     return _ELEMENT_BYTES[buffer]
+
+
+def dma_elements(instr: Instruction) -> int:
+    """Return the elements a LOAD or STORE moves: ``blocks * planes * rows * cols``."""
+    return int(instr["blocks"] * instr["planes"] * instr["rows"] * instr["cols"])
 
 
 def buffer_entries(buffer: Buffer, params: SATParams) -> int:
@@ -307,6 +325,9 @@ def make(
 ) -> Instruction:
     """Build and check an :class:`Instruction`; fields left out are zero.
 
+    Exception: ``planes`` and ``blocks`` of LOAD and STORE default to 1, so a 2-D transfer
+    is written as one (:data:`FIELD_DEFAULTS`).
+
     Raises
     ------
     IsaError
@@ -322,8 +343,9 @@ def make(
             f"{opcode.name}: unknown field {unknown[0]!r}; fields: {', '.join(names) or 'none'}"
         )
     args = []
+    defaults = FIELD_DEFAULTS.get(opcode, {})
     for name, field in layout or ():
-        value = fields.get(name, 0)
+        value = fields.get(name, defaults.get(name, 0))
         shape = field.shape
         if isinstance(shape, type) and issubclass(shape, _ShapedEnum):
             try:
@@ -367,12 +389,18 @@ def _check_rules(instr: Instruction) -> None:
     """Check the rules of an instruction that hold whatever the configuration."""
     op = instr.opcode
     if op in (Opcode.LOAD, Opcode.STORE):
-        _check_positive(instr, "rows", "cols")
-        if instr["rows"] > 1 and instr["dram_stride"] < instr["cols"]:
-            raise IsaError(
-                f"{op.name}: dram_stride={instr['dram_stride']} is less than "
-                f"cols={instr['cols']}: rows would overlap"
-            )
+        _check_positive(instr, "rows", "cols", "planes", "blocks")
+        # Each level's stride must clear the extent of the level inside it: no element of
+        # external memory is addressed twice, so a STORE's result never depends on order.
+        extent = instr["cols"]
+        for count, stride in (("rows", "dram_stride"), ("planes", "plane_stride"),
+                              ("blocks", "block_stride")):  # fmt: skip
+            if instr[count] > 1 and instr[stride] < extent:
+                raise IsaError(
+                    f"{op.name}: {stride}={instr[stride]} is less than the {extent} elements "
+                    f"spanned inside it: {count} would overlap"
+                )
+            extent = (instr[count] - 1) * instr[stride] + extent
     elif op is Opcode.GEMM:
         _check_nm(instr)
         _check_positive(instr, "rows", "cols", "depth", "interleave")
@@ -463,7 +491,7 @@ def _buffer_ranges(instr: Instruction) -> list[tuple[str, Buffer, int, int]]:
     """Return (field, buffer, first element, element count) of each buffer operand."""
     op = instr.opcode
     if op in (Opcode.LOAD, Opcode.STORE):
-        return [("buf_addr", instr["buffer"], instr["buf_addr"], instr["rows"] * instr["cols"])]
+        return [("buf_addr", instr["buffer"], instr["buf_addr"], dma_elements(instr))]
     if op is Opcode.GEMM:
         a_cols = instr["depth"] * instr["n"] // instr["m"]
         out = [
@@ -535,10 +563,13 @@ def check_for_params(instr: Instruction, params: SATParams) -> None:
         )
     if instr.opcode in (Opcode.LOAD, Opcode.STORE):
         size = element_bytes(fields["buffer"])
-        last = (
-            fields["dram_addr"]
-            + ((fields["rows"] - 1) * fields["dram_stride"] + fields["cols"]) * size
+        span = (
+            (fields["blocks"] - 1) * fields["block_stride"]
+            + (fields["planes"] - 1) * fields["plane_stride"]
+            + (fields["rows"] - 1) * fields["dram_stride"]
+            + fields["cols"]
         )
+        last = fields["dram_addr"] + span * size
         if last > params.dram_bytes:
             raise IsaError(
                 f"{op}: dram_addr={fields['dram_addr']:#x} reaches byte {last:#x}, past the "
@@ -551,7 +582,8 @@ def cycles(instr: Instruction, params: SATParams) -> int:
     op = instr.opcode
     f = instr.fields
     if op in (Opcode.LOAD, Opcode.STORE):
-        return isa_timing.dma_cycles(f["rows"], f["cols"], element_bytes(f["buffer"]), params)
+        lines = f["rows"] * f["planes"] * f["blocks"]
+        return isa_timing.dma_cycles(lines, f["cols"], element_bytes(f["buffer"]), params)
     if op is Opcode.GEMM:
         formula = (
             isa_timing.gemm_ws_cycles if f["dataflow"] is Dataflow.WS else isa_timing.gemm_os_cycles

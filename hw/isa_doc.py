@@ -36,6 +36,10 @@ FIELD_DOCS: Mapping[str, str] = {
     "dram_stride": "elements between the starts of consecutive rows in external memory",
     "rows": "rows of the 2-D block",
     "cols": "columns of the 2-D block",
+    "planes": "planes of rows (DMA; default 1)",
+    "plane_stride": "elements between the starts of consecutive planes in external memory",
+    "blocks": "blocks of planes (DMA; default 1)",
+    "block_stride": "elements between the starts of consecutive blocks in external memory",
     "n": "N of the N:M pattern (n == m: dense)",
     "m": "M of the N:M pattern, 1, 2, 4, 8 or 16",
     "dataflow": "WS (weight-stationary) or OS (output-stationary); timing only",
@@ -66,17 +70,21 @@ FIELD_DOCS: Mapping[str, str] = {
 
 _DMA_COMMON = """\
 E = element_bytes(buffer)          # ACT, WGT: 2; IDX: 1; ACC, VEC: 4
-for r in range(rows):
-    for c in range(cols):
-        b = buf_addr + r * cols + c
-        d = dram_addr + (r * dram_stride + c) * E
+b = buf_addr                       # the buffer side is contiguous, in loop order
+for k in range(blocks):
+    for p in range(planes):
+        for r in range(rows):
+            for c in range(cols):
+                d = dram_addr + (k*block_stride + p*plane_stride + r*dram_stride + c) * E
 """
 
 #: Semantics of each opcode as a loop nest (functions from nmsat.hw.numerics).
 SEMANTICS: Mapping[Opcode, str] = {
     Opcode.NOP: "pass                               # one cycle on `queue`, then push tokens\n",
-    Opcode.LOAD: _DMA_COMMON + "        buffer[b] = DRAM[d : d + E]     # bits copied unchanged\n",
-    Opcode.STORE: _DMA_COMMON + "        DRAM[d : d + E] = buffer[b]     # bits copied unchanged\n",
+    Opcode.LOAD: _DMA_COMMON
+    + "                buffer[b] = DRAM[d : d + E]; b += 1     # bits copied unchanged\n",
+    Opcode.STORE: _DMA_COMMON
+    + "                DRAM[d : d + E] = buffer[b]; b += 1     # bits copied unchanged\n",
     Opcode.GEMM: """\
 Kc = depth * n // m                # compressed reduction length
 for i in range(rows):

@@ -39,13 +39,15 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def dma_cycles(rows: int, cols: int, element_bytes: int, p: SATParams) -> int:
-    """Cycles of a 2-D DMA transfer: ``D + rows * ceil(cols * element_bytes / B)``.
+def dma_cycles(lines: int, cols: int, element_bytes: int, p: SATParams) -> int:
+    """Cycles of a DMA transfer: ``D + lines * ceil(cols * element_bytes / B)``.
 
-    The request pipeline issues row after row; only the first row's latency is exposed.
-    The memory moves B bytes per cycle whatever the alignment (byte-granular model).
+    ``lines = blocks * planes * rows`` contiguous runs of ``cols`` elements each. The request
+    pipeline issues run after run; only the first run's latency is exposed. Each run starts
+    on a new beat: the memory moves at most B bytes per cycle and never packs two runs into
+    one beat, so short runs waste bandwidth as they do on a real bus.
     """
-    return p.dram_latency_cycles + rows * _cdiv(cols * element_bytes, p.dram_bytes_per_cycle)
+    return p.dram_latency_cycles + lines * _cdiv(cols * element_bytes, p.dram_bytes_per_cycle)
 
 
 def gemm_ws_cycles(rows: int, cols: int, depth: int, n: int, m: int, interleave: int,

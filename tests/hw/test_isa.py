@@ -42,7 +42,14 @@ def instructions(draw: st.DrawFn) -> isa.Instruction:
     if opcode in (Opcode.LOAD, Opcode.STORE):
         fields["rows"] = draw(st.integers(1, 0xFFFF))
         fields["cols"] = draw(st.integers(1, 0xFFFF))
-        fields["dram_stride"] = draw(st.integers(fields["cols"], 0xFFFF_FFFF))
+        extent = fields["cols"]
+        for count, stride in (("rows", "dram_stride"), ("planes", "plane_stride"),
+                              ("blocks", "block_stride")):  # fmt: skip
+            if count != "rows":
+                fields[count] = draw(st.integers(1, 0xFFFF)) if extent <= 0xFFFF_FFFF else 1
+            if fields[count] > 1:
+                fields[stride] = draw(st.integers(extent, 0xFFFF_FFFF))
+            extent = (fields[count] - 1) * fields[stride] + extent
     elif opcode is Opcode.GEMM:
         fields["rows"] = draw(st.integers(1, 0xFFFF))
         fields["cols"] = draw(st.integers(1, 0xFFFF))
@@ -129,6 +136,11 @@ def test_illegal_words() -> None:
         (Opcode.GEMM, {"n": 8, "m": 8, "rows": 1, "cols": 1, "depth": 8, "interleave": 0}, "inter"),
         (Opcode.GEMM, {"n": 1, "m": 1, "rows": 1 << 16, "cols": 1, "depth": 1}, "16 unsigned"),
         (Opcode.LOAD, {"rows": 2, "cols": 8, "dram_stride": 4}, "overlap"),
+        (Opcode.STORE, {"rows": 2, "cols": 8, "dram_stride": 8, "planes": 2, "plane_stride": 15},
+         "plane_stride=15 is less than the 16"),
+        (Opcode.STORE, {"rows": 1, "cols": 4, "planes": 2, "plane_stride": 4, "blocks": 2,
+                        "block_stride": 7}, "blocks would overlap"),
+        (Opcode.LOAD, {"rows": 1, "cols": 4, "planes": 0}, "planes must be at least 1"),
         (Opcode.LOAD, {"rows": 1, "cols": 8, "buffer": 7}, "not one of"),
         (Opcode.PRUNE, {"n": 2, "m": 4, "rows": 3, "cols": 8, "direction": Direction.BP}, "rows"),
         (Opcode.VEC, {"length": 4, "dst_buf": Buffer.IDX}, "IDX"),
@@ -173,6 +185,11 @@ def test_cycle_formulas_by_hand() -> None:
     # tiny: R = C = 4, L = 3, B = 16, D = 8.
     load = isa.make(Opcode.LOAD, buffer=Buffer.ACT, rows=3, cols=10, dram_stride=10)
     assert isa.cycles(load, TINY) == 8 + 3 * 2  # 20 bytes per row: 2 beats of 16
+    # 4-D: 2 blocks x 3 planes x 3 rows of 20 bytes; each run starts on a new beat
+    load4 = isa.make(Opcode.LOAD, buffer=Buffer.ACT, rows=3, cols=10, dram_stride=10,
+                     planes=3, plane_stride=30, blocks=2, block_stride=100)  # fmt: skip
+    assert isa.dma_elements(load4) == 180
+    assert isa.cycles(load4, TINY) == 8 + 18 * 2
     # WS, 2:8, depth 64 -> Kc 16 -> Fk 4; rows 4 -> Fi 1; step max(16, 4, (12 + 4) / 1) = 16
     assert isa.cycles(_gemm(), TINY) == 4 + 4 * 16 + 12 + 4
     # cols 2 -> the partial-sum dependency dominates: step = 16 cycles
