@@ -12,6 +12,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from nmsat.hw.errors import NmsatError
 
@@ -34,6 +35,23 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override one configuration key (repeatable), validated like the YAML",
     )
+
+
+def _add_step_options(parser: argparse.ArgumentParser) -> None:
+    """Options that describe one training step: configuration, model, pattern, switches."""
+    _add_config(parser)
+    parser.add_argument("--model", required=True, help="zoo name or YAML layer file")
+    parser.add_argument("--nm", default="2:8", help="N:M pattern like 2:8, or 'dense'")
+    parser.add_argument("--batch", type=_positive_int, default=32, help="samples per step")
+    parser.add_argument(
+        "--sparsity",
+        choices=("bdwp", "forward"),
+        default="bdwp",
+        help="bdwp: N:M weights in FF and BP (default); forward: FF only",
+    )
+    parser.add_argument("--no-interleave", action="store_true", help="interleave mapping off")
+    parser.add_argument("--no-pregen", action="store_true", help="pre-generation off")
+    parser.add_argument("--no-schedule", action="store_true", help="offline scheduling off")
 
 
 # -- handlers: each calls one library function -------------------------------------------------
@@ -152,6 +170,52 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_model(name: str, batch: int) -> Any:
+    from nmsat.models.zoo import get_model, load_model_yaml
+
+    if name.endswith((".yaml", ".yml")):
+        return load_model_yaml(name, batch)
+    return get_model(name, batch)
+
+
+def _compile(args: argparse.Namespace) -> tuple[Any, Any]:
+    """Compile the step the common options describe; return (params, program)."""
+    from nmsat.compiler import CompileOptions, compile_model
+    from nmsat.hw.params import format_nm, load_params
+    from nmsat.models.nm import parse_nm
+
+    params = load_params(args.config, args.overrides)
+    n, m = parse_nm(args.nm)
+    if n < m and not params.supports_nm(n, m):
+        allowed = ", ".join(format_nm(*nm) for nm in params.nm_patterns)
+        raise NmsatError(f"--nm {args.nm}: {params.name} supports dense, {allowed}")
+    model = _load_model(args.model, args.batch)
+    options = CompileOptions(
+        interleave=not args.no_interleave, pregen=not args.no_pregen, schedule=not args.no_schedule
+    )
+    return params, compile_model(model, (n, m), params, options, sparsity=args.sparsity)
+
+
+def _cmd_compile(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from nmsat.compiler import emit, write_outputs
+
+    params, prog = _compile(args)
+    emitted = emit(prog)
+    paths = write_outputs(emitted, args.out)
+    phases = Counter(op.phase.value for op in prog.ops if op.opcode is not None)
+    hosts = sum(1 for op in prog.ops if op.opcode is None)
+    print(
+        f"{prog.model} batch {prog.batch} {args.nm} on {params.name}: "
+        f"{len(emitted.words)} instructions in {len(emitted.manifest['segments'])} segments, "
+        f"{hosts} host operations, {emitted.manifest['dram_bytes'] / 2**20:.1f} MiB of tensors"
+    )
+    print("instructions by pass: " + ", ".join(f"{k} {v}" for k, v in sorted(phases.items())))
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------------------
 
 
@@ -239,6 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--epochs", type=_positive_int, default=30)
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.set_defaults(func=_cmd_report_accuracy)
+
+    p = sub.add_parser("compile", help="compile a training step to an instruction program")
+    _add_step_options(p)
+    p.add_argument("--out", required=True, help="output base name: writes .nmsb, .s and .json")
+    p.set_defaults(func=_cmd_compile)
 
     p = sub.add_parser("zoo", help="list the model zoo or print a model's layers")
     p.add_argument("model", nargs="?", default=None, help="zoo name or a YAML layer file")

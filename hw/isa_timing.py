@@ -63,7 +63,10 @@ def gemm_ws_cycles(rows: int, cols: int, depth: int, n: int, m: int, interleave:
     which take ``R * L + C`` cycles through R chained adders and the column skew; interleave
     mapping runs the k-folds of ``min(interleave, Fi)`` output blocks round robin, so
     ``step = max(cols, R, ceil((R * L + C) / min(interleave, Fi)))``. Total:
-    ``R + Fi * Fk * step + R * L + C`` (first weight preload, folds, last drain).
+    ``R + Fi * Fk * step + R * L + C`` (first weight preload, folds, last drain: C - 1 cycles
+    of column skew and the product stage). Each PE holds two weights (double buffering) and
+    the weight network addresses PEs individually, so the next fold's weights load during
+    the current fold.
     """
     R, C, L = p.array_rows, p.array_cols, p.adder_latency
     kc = depth * n // m
@@ -76,23 +79,27 @@ def gemm_ws_cycles(rows: int, cols: int, depth: int, n: int, m: int, interleave:
 
 
 def gemm_os_cycles(rows: int, cols: int, depth: int, n: int, m: int, interleave: int,
-                   p: SATParams) -> int:  # fmt: skip
+                   p: SATParams, accumulate: bool = False) -> int:  # fmt: skip
     """Cycles of an output-stationary GEMM.
 
     Each PE owns ``I = min(interleave, ceil(cols / C))`` output elements (interleave mapping:
     one accumulator register each) and accumulates them round robin, one MAC per cycle; an
     accumulator can take its next product only L cycles after the last, so a PE needs
     ``max(I, L)`` cycles per reduction step. Folds: ``Fi = ceil(rows / R)`` by
-    ``Fj = ceil(cols / (C * I))``, each ``Kc * max(I, L)`` cycles with ``Kc = depth * n / m``.
-    A fold's results drain while the next fold computes; the last drain, the operand skew and
-    the last addition add ``R * I + R + C + L``.
+    ``Fj = ceil(cols / (C * I))`` with ``Kc = depth * n / m`` reduction steps each. A fold's
+    results drain through the column's shadow registers, one value per cycle, while the next
+    fold computes, so a fold lasts ``max(Kc * max(I, L), R * I + R + I - 1)``. With
+    ``accumulate`` the first fold's starting sums shift in first (``R * I``). The last drain,
+    the operand skew and the buffer write add ``R * I + R + C + I``.
     """
     R, C, L = p.array_rows, p.array_cols, p.adder_latency
     kc = depth * n // m
     ilv = min(interleave, _cdiv(cols, C))
     fi = _cdiv(rows, R)
     fj = _cdiv(cols, C * ilv)
-    return fi * fj * kc * max(ilv, L) + R * ilv + R + C + L
+    fold = max(kc * max(ilv, L), R * ilv + R + ilv - 1)
+    preload = R * ilv if accumulate else 0
+    return preload + fi * fj * fold + R * ilv + R + C + ilv
 
 
 def sore_pipeline_cycles(m: int) -> int:
@@ -107,11 +114,14 @@ def sore_pipeline_cycles(m: int) -> int:
 
 
 def prune_cycles(rows: int, cols: int, m: int, p: SATParams) -> int:
-    """Cycles of PRUNE: ``ceil(rows * cols / m / sore_lanes) + sore_pipeline_cycles(m)``.
+    """Cycles of PRUNE: ``ceil(rows * cols / m / G) + sore_pipeline_cycles(m)``.
 
-    Each SORE lane takes one M-group per cycle (the paper's lanes take M cycles per group).
+    Each SORE lane takes one M-group per cycle (the paper's lanes take M cycles per group),
+    but the VEC buffer delivers ``buffer_banks`` FP32 weights per cycle, so
+    ``G = max(1, min(sore_lanes, buffer_banks // m))`` groups enter per cycle.
     """
-    return _cdiv(rows * cols // m, p.sore_lanes) + sore_pipeline_cycles(m)
+    lanes = max(1, min(p.sore_lanes, p.buffer_banks // m))
+    return _cdiv(rows * cols // m, lanes) + sore_pipeline_cycles(m)
 
 
 def vec_pipeline_cycles(op_name: str, p: SATParams) -> int:

@@ -14,6 +14,10 @@ Attention products are :class:`MatMul` (two activations, always dense). The weig
 operations a step also runs are :class:`ReLU`, :class:`GELU`, :class:`Add`, :class:`Norm`,
 :class:`Softmax` (all :class:`ElementwiseLayer`) and :class:`Pool`.
 
+The list is the forward order; each layer's ``inputs`` names the tensors it reads (earlier
+layers, or ``"input"``), which makes the model a data-flow graph: :meth:`Model.inputs_of` and
+:attr:`Model.graph` give the resolved edges (``()`` on a record means the previous layer).
+
 Models come from :func:`get_model` (names in :func:`model_names`; builders with options such
 as :func:`bert_base` ``seq_len``) or from a user's YAML file (:func:`load_model_yaml`). Every
 user error raises :class:`ModelError`, a :class:`~nmsat.hw.errors.NmsatError`. docs/zoo.md

@@ -50,16 +50,25 @@ __all__ = [
 
 
 class _Net:
-    """Appends layers and tracks the shape of the last output, so builders stay short."""
+    """Appends layers and tracks the shape of the last output, so builders stay short.
+
+    A layer reads the previous one unless its builder names other ``inputs``.
+    """
 
     def __init__(self, input_shape: tuple[int, ...]) -> None:
         self.input_shape = input_shape
         self.shape = input_shape
         self.layers: list[Layer] = []
+        self.shapes: dict[str, tuple[int, ...]] = {"input": input_shape}
+
+    @property
+    def last(self) -> str:
+        """The name of the latest output: the last layer's, or ``"input"``."""
+        return self.layers[-1].name if self.layers else "input"
 
     def add(self, layer: Layer) -> tuple[int, ...]:
         self.layers.append(layer)
-        self.shape = layer.output_shape
+        self.shape = self.shapes[layer.name] = layer.output_shape
         return self.shape
 
     def conv(
@@ -71,12 +80,14 @@ class _Net:
         padding: int = 0,
         *,
         sparse: bool = True,
-        source: tuple[int, ...] | None = None,
+        source: str | None = None,
     ) -> tuple[int, ...]:
-        c, h, w = source if source is not None else self.shape
+        # source: the layer (or "input") the conv reads instead of the previous layer.
+        c, h, w = self.shapes[source] if source is not None else self.shape
         return self.add(
             Conv2d(
                 name=name,
+                inputs=(source,) if source is not None else (),
                 c_in=c,
                 c_out=c_out,
                 kh=kernel,
@@ -160,8 +171,12 @@ def cnn(batch: int) -> Model:
 
 
 def _resnet_block(net: _Net, prefix: str, width: int, stride: int, bottleneck: bool) -> None:
-    """Append a basic block (two 3x3) or a v1.5 bottleneck (1x1, 3x3 with the stride, 1x1)."""
-    block_in = net.shape
+    """Append a basic block (two 3x3) or a v1.5 bottleneck (1x1, 3x3 with the stride, 1x1).
+
+    The add reads ``(main path, shortcut)``: the last BN of the main path, and
+    ``downsample.1`` (the projection's BN) or the block's input (the identity).
+    """
+    block_in = net.last
     c_out = width * 4 if bottleneck else width
     if bottleneck:
         net.conv(f"{prefix}.conv1", width, 1)
@@ -178,11 +193,15 @@ def _resnet_block(net: _Net, prefix: str, width: int, stride: int, bottleneck: b
         net.relu(f"{prefix}.relu1")
         net.conv(f"{prefix}.conv2", width, 3, 1, 1)
         net.batch_norm(f"{prefix}.bn2")
-    if stride != 1 or block_in[0] != c_out:
+    main = net.last
+    if stride != 1 or net.shapes[block_in][0] != c_out:
         # The projection shortcut reads the block's input, not the main path's output.
         net.conv(f"{prefix}.downsample.0", c_out, 1, stride, source=block_in)
         net.batch_norm(f"{prefix}.downsample.1")
-    net.add(Add(name=f"{prefix}.add", shape=net.shape))
+        shortcut = net.last
+    else:
+        shortcut = block_in
+    net.add(Add(name=f"{prefix}.add", shape=net.shapes[main], inputs=(main, shortcut)))
     net.relu(f"{prefix}.relu{3 if bottleneck else 2}")
 
 
@@ -242,24 +261,48 @@ def _encoder_layer(net: _Net, prefix: str, heads: int, mlp_dim: int, post_norm: 
     """Append one transformer encoder layer on ``(tokens, d)``: attention, then the MLP.
 
     Pre-norm (ViT): ``x + attn(LN(x))``, ``x + mlp(LN(x))``; post-norm (BERT): ``LN(x +
-    attn(x))``, ``LN(x + mlp(x))``. Q, K and V are one fused linear (d -> 3d).
+    attn(x))``, ``LN(x + mlp(x))``. Q, K and V are one fused linear (d -> 3d); both
+    attention products read their Q, K, V operands from it. Each add reads ``(residual
+    stream, branch output)``: the stream is the layer's input for ``add1``, and ``add1``
+    (pre-norm) or ``norm1`` (post-norm) for ``add2``.
     """
+    x = net.last
     tokens, d = net.shape
     d_head = d // heads
     if not post_norm:
         net.layer_norm(f"{prefix}.norm1")
     net.linear(f"{prefix}.attn.qkv", 3 * d)
-    net.add(MatMul(name=f"{prefix}.attn.qk", m=tokens, k=d_head, n=tokens, count=heads))
+    qkv = net.last
+    net.add(
+        MatMul(
+            name=f"{prefix}.attn.qk",
+            inputs=(qkv, qkv),  # Q and K^T: slices of the fused QKV output
+            m=tokens,
+            k=d_head,
+            n=tokens,
+            count=heads,
+        )
+    )
     net.add(Softmax(name=f"{prefix}.attn.softmax", shape=net.shape))
-    net.add(MatMul(name=f"{prefix}.attn.av", m=tokens, k=tokens, n=d_head, count=heads))
+    net.add(
+        MatMul(
+            name=f"{prefix}.attn.av",
+            inputs=(net.last, qkv),  # the attention weights times V
+            m=tokens,
+            k=tokens,
+            n=d_head,
+            count=heads,
+        )
+    )
     net.shape = (tokens, d)  # the heads concatenated again
     net.linear(f"{prefix}.attn.proj", d)
-    net.add(Add(name=f"{prefix}.add1", shape=net.shape))
+    net.add(Add(name=f"{prefix}.add1", shape=net.shape, inputs=(x, net.last)))
     net.layer_norm(f"{prefix}.norm{1 if post_norm else 2}")
+    stream = net.last if post_norm else f"{prefix}.add1"
     net.linear(f"{prefix}.mlp.fc1", mlp_dim)
     net.add(GELU(name=f"{prefix}.mlp.act", shape=net.shape))
     net.linear(f"{prefix}.mlp.fc2", d)
-    net.add(Add(name=f"{prefix}.add2", shape=net.shape))
+    net.add(Add(name=f"{prefix}.add2", shape=net.shape, inputs=(stream, net.last)))
     if post_norm:
         net.layer_norm(f"{prefix}.norm2")
 
@@ -282,8 +325,9 @@ def vit_b16(batch: int, *, image_size: int = 224, classes: int = 1000) -> Model:
         )
     net = _Net((3, image_size, image_size))
     _, h, w = net.conv("patch_embed", 768, 16, 16, sparse=False)
-    # Class token prepended, then the position embedding added (host concat, WUVE add).
-    net.add(Add(name="pos_embed", shape=(h * w + 1, 768)))
+    # Class token prepended, then the position embedding added (host concat, WUVE add): the
+    # add reads the patches and owns its second operand, the embedding (parameter=True).
+    net.add(Add(name="pos_embed", shape=(h * w + 1, 768), parameter=True, inputs=(net.last,)))
     for i in range(12):
         _encoder_layer(net, f"blocks.{i}", 12, 3072, post_norm=False)
     net.layer_norm("norm")

@@ -53,17 +53,38 @@ class Layer(ABC):
     ----------
     name : str
         Unique within its :class:`~nmsat.models.zoo.Model` (torchvision-style where one exists,
-        e.g. ``layer1.0.conv2``).
+        e.g. ``layer1.0.conv2``); ``"input"`` is reserved for the model's input.
+    inputs : tuple of str
+        The tensors the layer reads, in operand order: names of earlier layers of its model,
+        or ``"input"`` for the model's input (a list is accepted and stored as a tuple). The
+        default ``()`` means "the previous layer's output" (the model input for the first
+        layer); :class:`~nmsat.models.zoo.Model` resolves it, stores every layer with
+        explicit names and checks the count against :attr:`arity`.
     """
 
     op: ClassVar[str]
     """The operation's name in layer files and summaries (``"conv2d"``, ``"relu"``, ...)."""
 
     name: str
+    inputs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise ShapeError(f"{self.op} layer: name must be a non-empty string, got {self.name!r}")
+        if isinstance(self.inputs, list):
+            object.__setattr__(self, "inputs", tuple(self.inputs))
+        if not isinstance(self.inputs, tuple) or not all(
+            isinstance(ref, str) and ref for ref in self.inputs
+        ):
+            raise ShapeError(
+                f"layer {self.name!r}: inputs must be a tuple of layer names or 'input', "
+                f"got {self.inputs!r}"
+            )
+
+    @property
+    def arity(self) -> int:
+        """Number of tensors the layer reads: 1 (2 for :class:`MatMul` and a two-input ``Add``)."""
+        return 1
 
     @property
     @abstractmethod
@@ -270,6 +291,9 @@ class MatMul(Layer):
     n = tokens``, ``A V`` is ``m = tokens, k = tokens, n = d_head``, with ``count = heads``.
     There is no weight, so no N:M pruning; the backward pass is two dense GEMMs,
     ``dA = dY B^T`` and ``dB = A^T dY``. ``m`` here is a GEMM dimension, not an N:M group.
+    ``inputs`` names the two operands ``(A, B)``; an operand may be a slice of its tensor
+    (``Q K^T`` reads Q and K from the fused QKV output: ``inputs = (qkv, qkv)``; ``A V`` reads
+    ``(softmax, qkv)``).
 
     Parameters
     ----------
@@ -289,6 +313,11 @@ class MatMul(Layer):
         super().__post_init__()
         for field in ("m", "k", "n", "count"):
             check_int(self.name, field, getattr(self, field), 1)
+
+    @property
+    def arity(self) -> int:
+        """2: the operands A and B."""
+        return 2
 
     def gemm(self, batch: int) -> tuple[int, int, int]:
         """Return ``(m, k, n)`` of one product (the batch is in :meth:`gemm_count`)."""

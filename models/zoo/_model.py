@@ -5,13 +5,18 @@ Ref: PAPER.md (BDWP math table: FF, BP and WU MACs per layer); docs/zoo.md.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from nmsat.hw.errors import NmsatError
 
 from ._layers import Layer, MatMul, Sparsity, WeightLayer
+from ._ops import Add
 
 __all__ = ["Model", "ModelError"]
+
+INPUT = "input"
+"""The name a layer's ``inputs`` give to the model's input (reserved: no layer has it)."""
 
 
 class ModelError(NmsatError, ValueError):
@@ -22,9 +27,12 @@ class ModelError(NmsatError, ValueError):
 class Model:
     """The layers of one training step of a network, in execution order of the forward pass.
 
-    The list is not a graph: a residual block's shortcut conv comes after the block's main
-    path, and an :class:`~nmsat.models.zoo.Add` stands for the sum. Every layer is described
-    per sample; the batch enters only the GEMM view (``P = batch * positions``).
+    The list is the forward order and, through each layer's ``inputs``, the data-flow graph:
+    a layer reads the outputs of the earlier layers it names (``"input"``: the model's
+    input). A layer given with ``inputs=()`` reads the previous layer's output; the model
+    stores every layer with its inputs resolved to explicit names (see :meth:`inputs_of`).
+    Every layer is described per sample; the batch enters only the GEMM view
+    (``P = batch * positions``).
 
     Parameters
     ----------
@@ -33,14 +41,22 @@ class Model:
     batch : int
         Samples per training step (>= 1).
     layers : tuple of Layer
-        The layers (a list is accepted and stored as a tuple); names must be unique.
+        The layers (a list is accepted and stored as a tuple); names must be unique and not
+        ``"input"``.
     input_shape : tuple of int or None
         One sample's input shape, ``(C, H, W)`` or ``(tokens, features)``; None if unknown.
 
     Raises
     ------
     ModelError
-        If ``batch < 1``, ``layers`` is empty, holds a non-layer, or repeats a name.
+        If ``batch < 1``, ``layers`` is empty, holds a non-layer, repeats a name or uses the
+        name ``"input"``; or if a layer's inputs name an unknown or a later layer (or the
+        layer itself), are not as many as its :attr:`~nmsat.models.zoo.Layer.arity`, or have
+        a size the layer cannot read: an ``Add`` operand whose shape is not the add's
+        ``shape``, a ``MatMul`` operand with fewer than ``count * m * k`` (A) or
+        ``count * k * n`` (B) elements. Other layers' input sizes are not checked: an edge may
+        pass through a host reshape (a flatten, the heads' concatenation, a class-token
+        selection).
     """
 
     name: str
@@ -59,13 +75,87 @@ class Model:
             object.__setattr__(self, "input_shape", tuple(self.input_shape))
         if not self.layers:
             raise ModelError(f"model {self.name!r}: no layers")
-        seen: set[str] = set()
+        position: dict[str, int] = {}
         for index, layer in enumerate(self.layers):
             if not isinstance(layer, Layer):
                 raise ModelError(f"model {self.name!r}: layer {index} is not a Layer: {layer!r}")
-            if layer.name in seen:
+            if layer.name == INPUT:
+                raise ModelError(
+                    f"model {self.name!r}: layer {index}: the name 'input' is reserved for "
+                    "the model's input"
+                )
+            if layer.name in position:
                 raise ModelError(f"model {self.name!r}: layer name {layer.name!r} used twice")
-            seen.add(layer.name)
+            position[layer.name] = index
+        resolved = tuple(
+            self._resolve(index, layer, position) for index, layer in enumerate(self.layers)
+        )
+        object.__setattr__(self, "layers", resolved)
+
+    def _resolve(self, index: int, layer: Layer, position: dict[str, int]) -> Layer:
+        """Return ``layer`` with explicit inputs, after checking names, arity and sizes."""
+        where = f"model {self.name!r}: layer {layer.name!r} ({layer.op})"
+        refs = layer.inputs or ((self.layers[index - 1].name if index else INPUT),)
+        for ref in refs:
+            at = position.get(ref, -1) if ref != INPUT else -1
+            if ref != INPUT and at < 0:
+                raise ModelError(
+                    f"{where}: input {ref!r} is not a layer of the model; a layer reads "
+                    "'input' or an earlier layer"
+                )
+            if at >= index:
+                what = "the layer itself" if at == index else f"a later layer (#{at})"
+                raise ModelError(
+                    f"{where}: input {ref!r} is {what}; a layer reads 'input' or an earlier layer"
+                )
+        if len(refs) != layer.arity:
+            default = " (the previous layer, by default)" if not layer.inputs else ""
+            raise ModelError(
+                f"{where}: has {len(refs)} input(s) {list(refs)}{default}, needs "
+                f"{layer.arity}: give inputs=({', '.join(['...'] * layer.arity)})"
+            )
+        shapes = [
+            self.input_shape if ref == INPUT else self.layers[position[ref]].output_shape
+            for ref in refs
+        ]
+        if isinstance(layer, Add) and not layer.parameter:
+            for ref, shape in zip(refs, shapes, strict=True):
+                if shape is not None and shape != layer.shape:
+                    raise ModelError(
+                        f"{where}: input {ref!r} has shape {_dims(shape)}, not the add's "
+                        f"{_dims(layer.shape)}"
+                    )
+        if isinstance(layer, MatMul):
+            needs = (layer.count * layer.m * layer.k, layer.count * layer.k * layer.n)
+            for operand, ref, shape, need in zip("AB", refs, shapes, needs, strict=True):
+                if shape is not None and math.prod(shape) < need:
+                    raise ModelError(
+                        f"{where}: operand {operand} {ref!r} has {math.prod(shape)} elements, "
+                        f"fewer than the {need} the product reads"
+                    )
+        return layer if layer.inputs == refs else replace(layer, inputs=refs)
+
+    def inputs_of(self, layer_name: str) -> tuple[str, ...]:
+        """Return the tensors the layer reads, in operand order: earlier layers or ``"input"``.
+
+        Always explicit: a layer built with ``inputs=()`` reads the previous layer (the first
+        reads ``"input"``). A residual ``Add`` gives ``(main path, shortcut)``, an attention
+        ``MatMul`` ``(A, B)``.
+
+        Raises
+        ------
+        ModelError
+            If there is no layer called ``layer_name``.
+        """
+        return self.layer(layer_name).inputs
+
+    @property
+    def graph(self) -> dict[str, tuple[str, ...]]:
+        """The data-flow graph: each layer's name mapped to :meth:`inputs_of`, in layer order.
+
+        A fresh dict on every call.
+        """
+        return {layer.name: layer.inputs for layer in self.layers}
 
     @property
     def macs_per_sample(self) -> int:
@@ -169,6 +259,10 @@ def _sparse_label(layer: Layer) -> str:
     if isinstance(layer, WeightLayer):
         return "yes" if layer.sparse else "dense"
     return "dense" if isinstance(layer, MatMul) else ""
+
+
+def _dims(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
 
 
 def _si(value: int) -> str:

@@ -117,9 +117,32 @@ class GELU(ElementwiseLayer):
 
 @dataclass(frozen=True, kw_only=True)
 class Add(ElementwiseLayer):
-    """Element-wise sum of two tensors of ``shape`` (a residual, a position embedding)."""
+    """Element-wise sum of two tensors of ``shape`` (a residual, a position embedding).
+
+    ``inputs`` names both operands, ``(residual stream or main path, branch or shortcut)``:
+    a model checks that each has ``shape``. With ``parameter=True`` the second operand is a
+    learned parameter of ``shape`` that the layer owns (ViT's position embedding), not a
+    layer's output, and the add reads one tensor.
+
+    Parameters
+    ----------
+    parameter : bool
+        Whether the second operand is the layer's own parameter (default False: two
+        activations).
+    """
 
     op: ClassVar[str] = "add"
+    parameter: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.parameter, bool):
+            raise ShapeError(f"layer {self.name!r}: parameter must be true or false")
+
+    @property
+    def arity(self) -> int:
+        """2, or 1 when the second operand is the layer's parameter."""
+        return 1 if self.parameter else 2
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -36,13 +36,14 @@ _OP_KEYS: dict[str, dict[str, bool]] = {
         **dict.fromkeys(("c_in", "h_in", "w_in", "stride", "padding", "sparse"), False),
     },
     "linear": {"c_out": True, "c_in": False, "tokens": False, "sparse": False},
-    "matmul": {"m": True, "k": True, "n": True, "count": False},
+    "matmul": {"m": True, "k": True, "n": True, "count": False, "inputs": True},
     "pool": {
         **dict.fromkeys(("kind", "kernel"), True),
         **dict.fromkeys(("c", "h_in", "w_in", "stride", "padding"), False),
     },
     "norm": {"kind": True, "shape": False},
-    **{op: {"shape": False} for op in ("relu", "gelu", "add", "softmax")},
+    **{op: {"shape": False} for op in ("relu", "gelu", "softmax")},
+    "add": {"shape": False, "inputs": False, "parameter": False},
 }
 _WEIGHT_OPS = ("conv2d", "linear")
 _KINDS = {"pool": ("max", "avg"), "norm": ("batch", "layer")}
@@ -187,13 +188,13 @@ def _layer(
         raise where.error("name", f"{name!r} is already used (names must be unique)")
     allowed = dict.fromkeys(_COMMON, False) | _OP_KEYS[op]
     if op == "matmul":
-        del allowed["input"]  # both operands are activations made elsewhere
+        del allowed["input"]  # two operands: inputs
     _check_keys(where, entry, allowed)
     fields: dict[str, Any] = {"name": name}
     for key, value in entry.items():
-        if key in ("op", "name", "input"):
+        if key in ("op", "name", "input", "inputs"):
             continue
-        if key == "sparse":
+        if key in ("sparse", "parameter"):
             if not isinstance(value, bool):
                 raise where.error(key, f"must be true or false, got {value!r}")
             fields[key] = value
@@ -205,7 +206,14 @@ def _layer(
             fields[key] = _shape(where, key, value)
         else:
             fields[key] = _int(where, key, value, 0 if key == "padding" else 1)
-    source = _source(where, entry, shapes, layers, op)
+    two = _two_inputs(where, entry, shapes, op, fields.get("parameter", False))
+    if two is not None:
+        fields["inputs"] = two
+        _check_operands(where, fields, two, shapes, op)
+        return _build(where, op, fields)
+    source = _source(where, entry, shapes, layers)
+    if isinstance(entry.get("input"), str):
+        fields["inputs"] = (entry["input"],)
     if op == "conv2d":
         _spatial_input(where, fields, source, "c_in")
         fields.setdefault("sparse", sparse_default)
@@ -217,11 +225,79 @@ def _layer(
         fields.setdefault("sparse", sparse_default)
     elif op in _ELEMENTWISE:
         _elementwise_input(where, fields, source)
-    build = _CONSTRUCTORS[op]
+    return _build(where, op, fields)
+
+
+def _build(where: _Where, op: str, fields: dict[str, Any]) -> Layer:
     try:
-        return build(**fields)
+        return _CONSTRUCTORS[op](**fields)
     except NmsatError as exc:
-        raise ModelError(f"{where.prefix}: {str(exc).removeprefix(f'layer {name!r}: ')}") from None
+        message = str(exc).removeprefix(f"layer {fields['name']!r}: ")
+        raise ModelError(f"{where.prefix}: {message}") from None
+
+
+def _two_inputs(
+    where: _Where,
+    entry: Mapping[str, Any],
+    shapes: dict[str, tuple[int, ...]],
+    op: str,
+    parameter: bool,
+) -> tuple[str, str] | None:
+    """Return the two operands of a matmul or an add, or None for a one-input layer.
+
+    An add reads two tensors unless ``parameter: true`` (its second operand is its own
+    parameter): then it takes ``input`` like any one-input layer. No default is guessed.
+    """
+    if op not in ("add", "matmul") or parameter:
+        if "inputs" in entry:
+            raise where.error(
+                "inputs", "only an add or a matmul reads two tensors; use input for one"
+            )
+        return None
+    if op == "add" and "input" in entry:
+        raise where.error(
+            "input", "an add reads two tensors: give inputs: [a, b] (or parameter: true)"
+        )
+    if "inputs" not in entry:
+        raise where.error(
+            "inputs",
+            f"missing: an {op} reads two tensors, give inputs: [a, b] (names of earlier "
+            "layers or 'input'; a residual: [main path, shortcut])",
+        )
+    refs = entry["inputs"]
+    if not isinstance(refs, list) or len(refs) != 2:
+        raise where.error("inputs", f"must be a list of two layer names, got {refs!r}")
+    for ref in refs:
+        if not isinstance(ref, str) or ref not in shapes:
+            raise where.error("inputs", f"{ref!r} is not 'input' or the name of an earlier layer")
+    return refs[0], refs[1]
+
+
+def _check_operands(
+    where: _Where,
+    fields: dict[str, Any],
+    refs: tuple[str, str],
+    shapes: dict[str, tuple[int, ...]],
+    op: str,
+) -> None:
+    """Give an add its operands' shape and check that both have it; size a matmul's."""
+    if op == "add":
+        shape = fields.setdefault("shape", shapes[refs[0]])
+        for ref in refs:
+            if shapes[ref] != shape:
+                raise where.error(
+                    "inputs", f"{ref!r} has shape {list(shapes[ref])}, not the add's {list(shape)}"
+                )
+        return
+    count = fields.get("count", 1)
+    needs = (count * fields["m"] * fields["k"], count * fields["k"] * fields["n"])
+    for operand, ref, need in zip("AB", refs, needs, strict=True):
+        if math.prod(shapes[ref]) < need:
+            raise where.error(
+                "inputs",
+                f"operand {operand} {ref!r} has {math.prod(shapes[ref])} elements, fewer than "
+                f"the {need} the product reads",
+            )
 
 
 def _source(
@@ -229,11 +305,8 @@ def _source(
     entry: Mapping[str, Any],
     shapes: dict[str, tuple[int, ...]],
     layers: list[Layer],
-    op: str,
 ) -> tuple[int, ...] | None:
     """Return the shape of the layer's input, or None where nothing can be checked."""
-    if op == "matmul":
-        return None
     if "input" not in entry:
         return layers[-1].output_shape if layers else shapes["input"]
     ref = entry["input"]

@@ -136,10 +136,16 @@ def test_illegal_words() -> None:
         (Opcode.GEMM, {"n": 8, "m": 8, "rows": 1, "cols": 1, "depth": 8, "interleave": 0}, "inter"),
         (Opcode.GEMM, {"n": 1, "m": 1, "rows": 1 << 16, "cols": 1, "depth": 1}, "16 unsigned"),
         (Opcode.LOAD, {"rows": 2, "cols": 8, "dram_stride": 4}, "overlap"),
-        (Opcode.STORE, {"rows": 2, "cols": 8, "dram_stride": 8, "planes": 2, "plane_stride": 15},
-         "plane_stride=15 is less than the 16"),
-        (Opcode.STORE, {"rows": 1, "cols": 4, "planes": 2, "plane_stride": 4, "blocks": 2,
-                        "block_stride": 7}, "blocks would overlap"),
+        (
+            Opcode.STORE,
+            {"rows": 2, "cols": 8, "dram_stride": 8, "planes": 2, "plane_stride": 15},
+            "plane_stride=15 is less than the 16",
+        ),
+        (
+            Opcode.STORE,
+            {"rows": 1, "cols": 4, "planes": 2, "plane_stride": 4, "blocks": 2, "block_stride": 7},
+            "blocks would overlap",
+        ),
         (Opcode.LOAD, {"rows": 1, "cols": 4, "planes": 0}, "planes must be at least 1"),
         (Opcode.LOAD, {"rows": 1, "cols": 8, "buffer": 7}, "not one of"),
         (Opcode.PRUNE, {"n": 2, "m": 4, "rows": 3, "cols": 8, "direction": Direction.BP}, "rows"),
@@ -197,8 +203,19 @@ def test_cycle_formulas_by_hand() -> None:
     # OS: dense depth 8, rows 4, cols 12, interleave 3 -> I = 3, Fj = 1
     os_ = _gemm(n=8, m=8, depth=8, cols=12, dataflow=Dataflow.OS)
     assert isa.cycles(os_, TINY) == 8 * 3 + 4 * 3 + 4 + 4 + 3
+    # a short reduction: the drain of R * I + R + I - 1 = 18 cycles bounds each of 2 folds
+    short = _gemm(n=4, m=4, depth=4, rows=8, cols=12, dataflow=Dataflow.OS)
+    assert isa.cycles(short, TINY) == 2 * 18 + 4 * 3 + 4 + 4 + 3
+    # accumulating: the first fold's sums shift in first (R * I = 12 cycles)
+    acc = _gemm(n=4, m=4, depth=4, rows=8, cols=12, dataflow=Dataflow.OS, accumulate=1)
+    assert isa.cycles(acc, TINY) == 12 + 2 * 18 + 4 * 3 + 4 + 4 + 3
     prune = isa.make(Opcode.PRUNE, n=2, m=8, rows=4, cols=16)
-    assert isa.cycles(prune, TINY) == 4 + (2 + 3 * 4 // 2)  # 8 groups / 2 lanes + pipeline
+    # 8 groups; 4 banks feed half a group of 8 per cycle, so one group per cycle + pipeline
+    assert isa.cycles(prune, TINY) == 8 + (2 + 3 * 4 // 2)
+    prune4 = isa.make(Opcode.PRUNE, n=2, m=4, rows=4, cols=16)  # 4 banks feed 1 group of 4
+    assert isa.cycles(prune4, TINY) == 16 + (2 + 2 * 3 // 2)
+    with pytest.raises(IsaError, match="exceeds the SORE's group size 8"):
+        isa.check_for_params(isa.make(Opcode.PRUNE, n=16, m=16, rows=1, cols=16), TINY)
     vec = isa.make(Opcode.VEC, op=VecOp.ADD, length=10)
     assert isa.cycles(vec, TINY) == 3 + 2 + 3
     upd = isa.make(Opcode.UPDATE, n=2, m=8, length=16)
