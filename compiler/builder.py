@@ -93,7 +93,7 @@ class ProgramBuilder:
             deps.update(self._readers.get(name, {}).values())
             self._writers.setdefault(name, {})[queue] = index
         if not self.options.schedule and index > self._segment_start:
-            deps = {index - 1}
+            deps = {index - 1}  # the segment's previous instruction: the serial baseline
         deps = {d for d in deps if self._segment_start <= d < index}
         self.ops.append(
             Op(
@@ -123,6 +123,7 @@ class ProgramBuilder:
                 dram_writes=host.writes,
             )
         )
+        self._segment_start = len(self.ops)
 
     def halt(self) -> None:
         """End the current device segment with a HALT, unless it is empty."""

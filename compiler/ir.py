@@ -161,6 +161,17 @@ class HostOp:
     writes: tuple[str, ...]
     elements: int
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HostOp:
+        """Rebuild a host operation from its manifest entry (``dataclasses.asdict``)."""
+        return cls(
+            str(data["kind"]),
+            str(data["layer"]),
+            tuple(data["reads"]),
+            tuple(data["writes"]),
+            int(data["elements"]),
+        )
+
 
 @dataclasses.dataclass(frozen=True)
 class Op:

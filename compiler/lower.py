@@ -316,20 +316,29 @@ class _Lowering:
 
     # -- the step ------------------------------------------------------------------------
     def run(self) -> Program:
-        for node in self.g.nodes:
+        nodes = list(self.g.nodes)
+        # A final softmax is the loss: the host computes softmax and cross-entropy together
+        # and returns the gradient of the logits (its input).
+        last = nodes[-1]
+        loss_name = last.name
+        if last.kind == "host" and type(last.layer).__name__ == "Softmax":
+            nodes.pop()
+            loss_name = last.name
+            last = self.g.node(self._source(last.inputs[0]))
+        for node in nodes:
             self.forward(node)
-        last = self.g.nodes[-1]
+        logits = self._source(last.name)
         self.b.host(
             HostOp(
                 "softmax_loss",
-                last.name,
-                (self.act(last.name).name,),
-                (self.grad(self._source(last.name)).name,),
+                loss_name,
+                (self.act(logits).name,),
+                (self.grad(logits).name,),
                 math.prod(last.shape) * self.batch,
             )
         )
-        self.grad_parts[self._source(last.name)] = [self.grad(self._source(last.name)).name]
-        for node in reversed(self.g.nodes):
+        self.grad_parts[logits] = [self.grad(logits).name]
+        for node in reversed(nodes):
             self.backward(node)
         self.b.halt()
         if self.o.pregen:
@@ -351,7 +360,8 @@ class _Lowering:
         for node in self.g.nodes:
             if node.kind == "conv":
                 self.make_copies(node, Direction.FF)
-                self.make_copies(node, Direction.BP)
+                if self.needs_bp(node):
+                    self.make_copies(node, Direction.BP)
         self.b.halt()
 
     # -- forward -------------------------------------------------------------------------
@@ -412,7 +422,7 @@ class _Lowering:
             "hp": self._alloc("hyper", "fp32", (4,), "lr,momentum,wd,lambda", "hyper"),
         }
         cc = shape.c_out * nb // mb
-        for index, (_, _, pos) in enumerate(shape.phases()):
+        for index, (_, _, pos) in enumerate(shape.phases() if self.needs_bp(node) else []):
             out[f"bp{index}"] = self._alloc(
                 f"bp{index}:{node.name}",
                 "fp16",
@@ -743,6 +753,10 @@ class _Lowering:
                 )
             )
 
+    def needs_bp(self, node: Node) -> bool:
+        """Whether the layer's BP pass runs (not for a layer reading the model's input)."""
+        return self._source(node.inputs[0]) != "input"
+
     def dy_padding(self, shape: ConvShape) -> int:
         """Zero border of dY that every BP phase window stays inside."""
         need = 0
@@ -813,22 +827,30 @@ class _Lowering:
 
     # -- weight gradient, update and pre-generation -------------------------------------
     def wu_tiles(self, node: Node, shape: ConvShape) -> tuple[int, int]:
-        """(rows of C_out, columns of K) of a weight tile of WU and UPDATE."""
-        m = max(node.ff_nm[1], node.bp_nm[1])
+        """(rows of C_out, columns of K) of a weight tile of WU and UPDATE.
+
+        The tile's weights, momentum and gradient must fit the VEC and ACC slots and its
+        compressed copies the PRUNE slots of WGT (a sixteenth each); WU streams at least one
+        position of the whole batch, so ``rows * batch`` must fit a WGT quarter and
+        ``cols * batch`` an ACT half. Rows are whole C_out groups of the BP pattern (PRUNE BP
+        groups along C_out) and columns whole K groups of the FF pattern.
+        """
+        m_rows, m_cols = node.bp_nm[1], node.ff_nm[1]
         limit = min(
             self.entries(Buffer.VEC) // 4 - 4,
             self.entries(Buffer.ACC) // 2,
             self.entries(Buffer.WGT) // 16,
         )
-        to = min(shape.c_out, 256)
-        if to > m:
-            to = round_down(to, m) if shape.c_out % m == 0 else to
-        tk = min(shape.k, round_down(max(limit // to, 1), m) or m)
-        while to * tk > limit and to > m:
-            to = max(m, round_down(to // 2, m))
-        if to * tk > limit or (shape.c_out % m == 0 and to % m and to != shape.c_out):
+        cap = min(shape.c_out, 256, self.entries(Buffer.WGT) // 4 // self.batch, limit // m_cols)
+        to = shape.c_out if shape.c_out <= cap else round_down(cap, m_rows)
+        tk = 0
+        if to >= 1:
+            tk = round_down(min(shape.k, limit // to, self.entries(Buffer.ACT) // 2 // self.batch),
+                            m_cols)  # fmt: skip
+        if to < 1 or tk < m_cols:
             raise ShapeError(
-                f"layer {node.name!r}: no weight tile fits the buffers of {self.p.name}"
+                f"layer {node.name!r}: no weight tile fits the buffers of {self.p.name} at "
+                f"batch {self.batch}; use a smaller batch or larger buffers"
             )
         return to, tk
 
@@ -993,7 +1015,8 @@ class _Lowering:
         )
         if self.o.pregen:
             self.prune_tile(node, shape, tensors, Direction.FF, co0, nco, k0, nk, w_base)
-            self.prune_tile(node, shape, tensors, Direction.BP, co0, nco, k0, nk, w_base)
+            if self.needs_bp(node):
+                self.prune_tile(node, shape, tensors, Direction.BP, co0, nco, k0, nk, w_base)
         self._dma(
             Opcode.STORE,
             Buffer.VEC,
