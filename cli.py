@@ -216,6 +216,49 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    import json
+
+    from tqdm import tqdm
+
+    from nmsat.hw.files import write_atomic
+    from nmsat.sim.step import simulate_step
+
+    params, prog = _compile(args)
+    model = _load_model(args.model, args.batch)
+    with tqdm(total=None, desc="segments", unit="seg", disable=args.no_progress or None,
+              leave=False) as bar:  # fmt: skip
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        summary = simulate_step(model, prog.nm, params, prog.options, mode=args.mode,
+                                energy_table=args.energy_table, progress=progress,
+                                program=prog)  # fmt: skip
+    record = summary.to_json()
+    print(f"{record['model']} batch {record['batch']} {record['nm']} on {record['config']} "
+          f"({args.mode} mode; optimisations: {prog.options.describe()})")  # fmt: skip
+    print(f"  cycles            {record['cycles']:>16,d}   {record['seconds'] * 1e3:.3f} ms at "
+          f"{params.clock_hz / 1e6:g} MHz")  # fmt: skip
+    for name, value in record["passes"].items():
+        share = value / max(1, record["cycles"])
+        print(f"    {name:<15} {value:>16,d}   {share:6.1%}")
+    print(f"  utilization       {record['utilization']:>16.1%}")
+    print(f"  throughput        {record['throughput_effective_tmacs']:>16.3f}   TMAC/s effective "
+          f"(dense-equivalent), {record['throughput_executed_tmacs']:.3f} executed")  # fmt: skip
+    print(f"  energy            {record['energy_pj'] / 1e6:>16.3f}   uJ (table "
+          f"{record['energy_table']})")  # fmt: skip
+    hosts = record["host_ops"]
+    if hosts:
+        kinds = sorted({h["kind"] for h in hosts})
+        print(f"  host operations   {len(hosts):>16d}   ({', '.join(kinds)}; not in cycles)")
+    if args.json is not None:
+        write_atomic(args.json, json.dumps(record, indent=1) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------------------
 
 
@@ -309,6 +352,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output base name: writes .nmsb, .s and .json")
     p.set_defaults(func=_cmd_compile)
 
+    p = sub.add_parser("simulate", help="simulate a training step: cycles, passes, energy")
+    _add_step_options(p)
+    p.add_argument(
+        "--mode",
+        choices=("perf", "fast", "exact"),
+        default="perf",
+        help="perf: timing and events; fast/exact: also the data (small models)",
+    )
+    p.add_argument(
+        "--energy-table",
+        default=None,
+        help="energy table name or YAML file (default: the configuration's)",
+    )
+    p.add_argument("--json", default=None, help="write the result as JSON here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_simulate)
+
     p = sub.add_parser("zoo", help="list the model zoo or print a model's layers")
     p.add_argument("model", nargs="?", default=None, help="zoo name or a YAML layer file")
     p.add_argument("--batch", type=_positive_int, default=1)
@@ -332,6 +392,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nmsat: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def run_main() -> None:
