@@ -127,9 +127,10 @@ def build_graph(model: Model, nm: tuple[int, int], sparsity: str = "bdwp") -> Gr
             ff, bp = layer.sparse_passes(m, sparsity)  # type: ignore[arg-type]
             ff_nm = (n, m) if ff else (1, 1)
             bp_nm = (n, m) if bp else (1, 1)
-        node = Node(
-            layer.name, kind, inputs, _chw(layer.output_shape), layer, ff_nm=ff_nm, bp_nm=bp_nm
-        )
+        shape = _chw(layer.output_shape)
+        if isinstance(layer, MatMul):  # stored with heads joined: [count n][m][1][B]
+            shape = (layer.count * layer.n, layer.m, 1)
+        node = Node(layer.name, kind, inputs, shape, layer, ff_nm=ff_nm, bp_nm=bp_nm)
         if kind == "relu" and nodes and inputs == (nodes[-1].name,):
             prev = nodes[-1]
             alone = all(

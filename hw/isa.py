@@ -402,17 +402,20 @@ def _check_rules(instr: Instruction) -> None:
     op = instr.opcode
     if op in (Opcode.LOAD, Opcode.STORE):
         _check_positive(instr, "rows", "cols", "planes", "blocks")
-        # Each level's stride must clear the extent of the level inside it: no element of
-        # external memory is addressed twice, so a STORE's result never depends on order.
+        # No element of external memory is addressed twice, so a STORE's result never depends
+        # on order. Levels may come in any order (a transposing gather or scatter): taken by
+        # increasing stride, each stride must clear the extent of the levels below it.
         extent = instr["cols"]
-        for count, stride in (("rows", "dram_stride"), ("planes", "plane_stride"),
-                              ("blocks", "block_stride")):  # fmt: skip
-            if instr[count] > 1 and instr[stride] < extent:
+        levels = [(instr[stride], count, stride) for count, stride in (
+            ("rows", "dram_stride"), ("planes", "plane_stride"), ("blocks", "block_stride"))
+            if instr[count] > 1]  # fmt: skip
+        for step, count, stride in sorted(levels):
+            if step < extent:
                 raise IsaError(
-                    f"{op.name}: {stride}={instr[stride]} is less than the {extent} elements "
+                    f"{op.name}: {stride}={step} is less than the {extent} elements "
                     f"spanned inside it: {count} would overlap"
                 )
-            extent = (instr[count] - 1) * instr[stride] + extent
+            extent = (instr[count] - 1) * step + extent
     elif op is Opcode.GEMM:
         _check_nm(instr)
         _check_positive(instr, "rows", "cols", "depth", "interleave")

@@ -124,7 +124,8 @@ class SATParams:
     """External memory bandwidth in bytes per accelerator cycle (power of two, 1..1024)."""
 
     dram_latency_cycles: int
-    """Fixed latency of an external memory request, in cycles (0..10000)."""
+    """Fixed latency of an external memory request, in cycles (1..10000; the DMA needs one
+    cycle to read the buffer before a STORE's first beat)."""
 
     dram_bytes: int
     """Size of external memory, in bytes (power of two, up to 2**DRAM_ADDR_BITS)."""
@@ -238,7 +239,7 @@ _INT_RULES: dict[str, tuple[str, Any]] = {
     "sore_lanes": ("a power of two in [1, 256]", lambda v: _is_pow2(v) and v <= 256),
     "wuve_lanes": ("a power of two in [1, 256]", lambda v: _is_pow2(v) and v <= 256),
     "dram_bytes_per_cycle": ("a power of two in [1, 1024]", lambda v: _is_pow2(v) and v <= 1024),
-    "dram_latency_cycles": ("an integer in [0, 10000]", lambda v: 0 <= v <= 10000),
+    "dram_latency_cycles": ("an integer in [1, 10000]", lambda v: 1 <= v <= 10000),
     "dram_bytes": (
         f"a power of two in [4096, 2**{DRAM_ADDR_BITS}]",
         lambda v: _is_pow2(v) and 4096 <= v <= 2**DRAM_ADDR_BITS,

@@ -21,17 +21,28 @@ Arithmetic is pluggable (:class:`Arith`): :class:`NumpyArith` (the default) mult
 inputs' dtype, float32 or float64, with ``np.matmul``; :class:`SATArith` computes as the STCE
 does: operands rounded to FP16 (:func:`nmsat.hw.numerics.to_fp16`), exact products, FP32
 accumulation in increasing reduction index (:func:`nmsat.hw.numerics.gemm`), float32 result.
-Every pass calls ``matmul`` in the hardware's orientation: FF ``W_F [C_out, K] @ X [K, P]``,
-BP ``W_B^T [K, C_out] @ dY [C_out, P]`` (the BP copy is stored transposed), WU
-``dY [C_out, P] @ X^T [P, K]``, so :class:`SATArith` reduces over K, C_out and P in increasing
-order, as the accelerator does. The masked dense operand gives the same bits as the compressed
-one (:func:`nmsat.hw.numerics.gemm_nm`) whenever the activations hold no Inf or NaN.
+Every pass calls ``matmul`` in the hardware's orientation with the reduction axis in the
+accelerator's order, so :class:`SATArith` gives the accelerator's bits. For a linear layer:
+FF ``W_F [C_out, K] @ X [K, P]``, BP ``W_B^T [K, C_out] @ dY [C_out, P]`` (the BP copy is
+stored transposed), WU ``dY [C_out, P] @ X^T [P, K]``. The masked dense operand gives the same
+bits as the compressed one (:func:`nmsat.hw.numerics.gemm_nm`) whenever the activations hold no
+Inf or NaN.
+
+Conv reduction orders (docs/numerics.md, "Reduction orders of the three passes"): the
+accelerator stores activations channel-major ``[C][H][W][B]``. FF reduces over K = ``(i, j,
+c)``. WU reduces over the positions ``(oh, ow, b)``, batch fastest. BP is the transposed
+convolution computed directly: every input gradient ``dX[c, h, w, b]`` is one chain over the
+kernel positions ``(i, j)`` that reach it (row-major), then ``C_out``, computed as
+``Wt [C_in, (i, j, C_out)] @ transposed_im2col(dY) [(i, j, C_out), (h, w, b)]``, not as
+``col2im(W_B^T dY)`` (which rounds every kernel position's sum separately).
 
 Conv im2col view (decision): ``K`` is ordered ``(kh, kw, C_in)``, C_in fastest, as in SR-STE's
 ``(C_out, kh, kw, C_in)`` grouping, so that a group of ``m`` consecutive K entries of the FF
 copy is a group of ``m`` input channels: ``nm_mask(w, n, m, axis=1)`` of the 4-D weight
-``(C_out, C_in, kh, kw)`` equals ``nm_mask(W, n, m, axis=1)`` of ``W[C_out, K]``. ``P`` is
-ordered ``(batch, oh, ow)``.
+``(C_out, C_in, kh, kw)`` equals ``nm_mask(W, n, m, axis=1)`` of ``W[C_out, K]``. The columns
+``P`` of :func:`im2col` are ordered ``(batch, oh, ow)``; the WU pass reorders them to ``(oh,
+ow, batch)``. The BP copy ``Wt[C_in, (kh, kw, C_out)]`` groups ``m`` consecutive output
+channels of one kernel position, as ``nm_mask(w, n, m, axis=0)`` does.
 
 Ref: C. Fang, W. Sun, A. Zhou, Z. Wang, "Efficient N:M Sparse DNN Training Using Algorithm,
      Architecture, and Dataflow Co-Design", IEEE TCAD 2023 (BDWP; FF, BP, WU passes).
@@ -73,6 +84,7 @@ __all__ = [
     "linear_backward",
     "linear_forward",
     "linear_grads",
+    "transposed_im2col",
 ]
 
 FloatArray: TypeAlias = NDArray[np.floating[Any]]
@@ -151,7 +163,10 @@ class SATArith:
             If the operands are not 2-D with matching inner dimensions.
         """
         _check_matmul(a, b)
-        product: FloatArray = numerics.gemm(numerics.to_fp16(a), numerics.to_fp16(b))
+        # Row-major copies: gemm reads a row of b per step (a transposed view would stride).
+        a16 = np.ascontiguousarray(numerics.to_fp16(a))
+        b16 = np.ascontiguousarray(numerics.to_fp16(b))
+        product: FloatArray = numerics.gemm(a16, b16)
         return product
 
 
@@ -445,6 +460,9 @@ def col2im(
 ) -> FloatArray:
     """Sum an im2col-shaped gradient back onto the input: the adjoint of :func:`im2col`.
 
+    The pooling layers use it. The conv BP pass does not: it would round every kernel
+    position's contribution separately; BP uses :func:`transposed_im2col` instead.
+
     Parameters
     ----------
     cols : numpy.ndarray, shape (kh * kw * C_in, B * OH * OW)
@@ -470,6 +488,57 @@ def col2im(
             xp[:, :, _window(i, oh, stride), _window(j, ow, stride)] += blocks[i, j]
     inner = xp[:, :, padding : padding + height, padding : padding + width]
     return np.ascontiguousarray(inner.transpose(1, 0, 2, 3))
+
+
+def transposed_im2col(
+    dy: FloatArray, height: int, width: int, kh: int, kw: int, stride: int, padding: int
+) -> FloatArray:
+    """Return the BP operand ``dYcol[(i, j, co), (h, w, b)]`` of the transposed convolution.
+
+    The BP pass computes ``dX[c, (h, w, b)] = sum over (i, j, co) of (W . E_B)[co, c, i, j] *
+    dYcol[(i, j, co), (h, w, b)]`` as one matrix product, so each input element is one FP32
+    chain over the kernel positions ``(i, j)`` in row-major order, then ``co``: the
+    accelerator's order (docs/numerics.md). Entries of kernel positions that do not reach
+    ``(h, w)`` are ``+0.0``; a zero product leaves an FP32 sum that never holds ``-0.0``
+    unchanged, so the chain equals the chain over the reaching positions alone.
+
+    Parameters
+    ----------
+    dy : numpy.ndarray, shape (B, C_out, OH, OW)
+        Gradient with respect to the conv outputs.
+    height, width : int
+        ``H`` and ``W`` of the conv input.
+    kh, kw, stride, padding : int
+        As for :func:`im2col`.
+
+    Returns
+    -------
+    numpy.ndarray, shape (kh * kw * C_out, H * W * B)
+        In the dtype of ``dy``. Entry ``((i, j, co), (h, w, b))`` is ``dy[b, co, oh, ow]``
+        with ``oh = (h + padding - i) / stride`` and ``ow = (w + padding - j) / stride``
+        when both are integers in ``[0, OH)`` and ``[0, OW)``, else ``0``. Rows are ordered
+        ``(i, j, co)``, ``co`` fastest; columns ``(h, w, b)``, ``b`` fastest (channel-major
+        ``[C][H][W][B]`` activations).
+
+    Raises
+    ------
+    ShapeError
+        If ``dy`` is not 4-D or its output size does not match the input size and kernel.
+    """
+    if dy.ndim != 4:
+        raise ShapeError(f"conv: dy has shape {dy.shape}; it must be 4-D (B, C_out, OH, OW)")
+    oh, ow = dy.shape[2], dy.shape[3]
+    expected = (
+        conv_output_size(height, kh, stride, padding),
+        conv_output_size(width, kw, stride, padding),
+    )
+    if (oh, ow) != expected:
+        raise ShapeError(
+            f"conv: dy has output size {(oh, ow)}; input {(height, width)}, kernel {(kh, kw)}, "
+            f"stride {stride} and padding {padding} give {expected}"
+        )
+    dy_cm = np.ascontiguousarray(dy.transpose(1, 2, 3, 0))
+    return _transposed_im2col_cm(dy_cm, height, width, kh, kw, stride, padding)
 
 
 def conv2d_forward(
@@ -548,8 +617,11 @@ def conv2d_backward(
     stride, padding : int
         As in the FF pass.
     arith : Arith
-        The arithmetic; BP as ``W_B^T [K, C_out] @ dY [C_out, P]`` then :func:`col2im`, WU as
-        ``dY [C_out, P] @ X^T [P, K]``.
+        The arithmetic. WU as ``dY [C_out, P] @ X^T [P, K]`` with ``P`` ordered
+        ``(oh, ow, b)``, batch fastest. BP as ``Wt [C_in, kh * kw * C_out] @
+        transposed_im2col(dY) [kh * kw * C_out, H * W * B]``, ``Wt[c, (i, j, co)] =
+        (W . E_B)[co, c, i, j]``: each input element is one chain over the kernel positions
+        ``(i, j)`` that reach it, then ``C_out`` (:func:`transposed_im2col`).
     input_grad : bool
         Run the BP pass. False skips it (a network's first layer, whose input is data) and
         returns zeros for ``dx``.
@@ -564,18 +636,33 @@ def conv2d_backward(
     Raises
     ------
     ShapeError
-        If the shapes do not fit together.
+        If the shapes (``cols`` included) do not fit together.
     """
     _check_conv(w, x_shape, dy, mask_bp, stride, padding)
     c_out, c_in, kh, kw = w.shape
-    dy_mat = np.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(c_out, -1)
-    dw_mat = arith.matmul(dy_mat, np.ascontiguousarray(cols.T))
+    batch, _, height, width = x_shape
+    k_len = kh * kw * c_in
+    if cols.shape != (k_len, dy.shape[0] * dy.shape[2] * dy.shape[3]):
+        raise ShapeError(
+            f"conv: cols has shape {cols.shape}; w {w.shape} and dy {dy.shape} need "
+            f"({k_len}, {dy.shape[0] * dy.shape[2] * dy.shape[3]})"
+        )
+    # Channel-major copies [C][OH][OW][B] first: the strided gathers below then move
+    # contiguous batch runs (several times faster than gathering from NCHW views).
+    dy_cm = np.ascontiguousarray(dy.transpose(1, 2, 3, 0))
+    # WU: reduce over the positions in the accelerator's order (oh, ow, b), batch fastest.
+    # X^T is passed as the transposed view of a contiguous X[K, (oh, ow, b)]: no second copy.
+    x_cm = np.ascontiguousarray(cols.reshape(k_len, batch, -1).transpose(0, 2, 1))
+    dw_mat = arith.matmul(dy_cm.reshape(c_out, -1), x_cm.reshape(k_len, -1).T)
     dw = np.ascontiguousarray(dw_mat.reshape(c_out, kh, kw, c_in).transpose(0, 3, 1, 2))
     if not input_grad:
         return np.zeros(x_shape, dtype=dw.dtype), dw
-    w_bp_t = np.ascontiguousarray(conv_weight_matrix(_masked(w, mask_bp)).T)
-    dcols = arith.matmul(w_bp_t, dy_mat)
-    return col2im(dcols, x_shape, kh, kw, stride, padding), dw
+    # BP: one chain per input element over (i, j), then C_out; no col2im.
+    w_bp_t = np.ascontiguousarray(_masked(w, mask_bp).transpose(1, 2, 3, 0)).reshape(c_in, -1)
+    dy_cols = _transposed_im2col_cm(dy_cm, height, width, kh, kw, stride, padding)
+    dx_mat = arith.matmul(w_bp_t, dy_cols)
+    dx = dx_mat.reshape(c_in, height, width, batch).transpose(3, 0, 1, 2)
+    return np.ascontiguousarray(dx), dw
 
 
 def conv2d_grads(
@@ -640,6 +727,36 @@ def conv2d_grads(
 def _window(offset: int, out_size: int, stride: int) -> slice:
     """Return the padded-input positions that kernel offset ``offset`` reads, one per output."""
     return slice(offset, offset + (out_size - 1) * stride + 1, stride)
+
+
+def _transposed_im2col_cm(
+    dy_cm: FloatArray, height: int, width: int, kh: int, kw: int, stride: int, padding: int
+) -> FloatArray:
+    """Return :func:`transposed_im2col` of a channel-major ``dy_cm[C_out, OH, OW, B]``."""
+    c_out, oh, ow, batch = dy_cm.shape
+    cols = np.zeros((kh, kw, c_out, height, width, batch), dtype=dy_cm.dtype)
+    for i in range(kh):
+        out_rows, in_rows = _reach(i, oh, height, stride, padding)
+        for j in range(kw):
+            out_cols, in_cols = _reach(j, ow, width, stride, padding)
+            cols[i, j, :, in_rows, in_cols, :] = dy_cm[:, out_rows, out_cols, :]
+    return cols.reshape(kh * kw * c_out, height * width * batch)
+
+
+def _reach(
+    offset: int, out_size: int, in_size: int, stride: int, padding: int
+) -> tuple[slice, slice]:
+    """Return the outputs that kernel offset ``offset`` maps onto real input, and those inputs.
+
+    Output ``o`` reads input ``o * stride + offset - padding``; the slices select the ``o`` in
+    ``[0, out_size)`` whose input lies in ``[0, in_size)``, and those inputs, in step.
+    """
+    first = max(0, -((offset - padding) // stride))
+    last = min(out_size, (in_size - 1 + padding - offset) // stride + 1)
+    if last <= first:
+        return slice(0, 0), slice(0, 0)
+    start = first * stride + offset - padding
+    return slice(first, last), slice(start, start + (last - first - 1) * stride + 1, stride)
 
 
 def _masked(w: FloatArray, mask: NDArray[np.bool_]) -> FloatArray:

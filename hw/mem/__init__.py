@@ -1,5 +1,14 @@
-"""On-chip memories: the banked buffers of the accelerator."""
+"""On-chip memories and the path to external memory: banked buffers, the memory bus, the DMA."""
 
 from .buffer import BankedBuffer, WideReadPortSignature, WideWritePortSignature
+from .bus import MAX_REQUEST_BYTES, MemoryBusSignature
+from .dma import DMAEngine
 
-__all__ = ["BankedBuffer", "WideReadPortSignature", "WideWritePortSignature"]
+__all__ = [
+    "MAX_REQUEST_BYTES",
+    "BankedBuffer",
+    "DMAEngine",
+    "MemoryBusSignature",
+    "WideReadPortSignature",
+    "WideWritePortSignature",
+]

@@ -32,6 +32,7 @@ from nmsat.models.bdwp import (
     im2col,
     linear_backward,
     linear_grads,
+    transposed_im2col,
 )
 from nmsat.models.nm import compress, nm_mask
 
@@ -214,14 +215,20 @@ def test_sat_conv_passes_match_the_contract_bit_for_bit() -> None:
     y, dx, dw = conv2d_grads(w, x, dy, n, m, stride, padding, arith=SATArith())
     w_mat = conv_weight_matrix(w)
     cols = im2col(x, 3, 3, stride, padding)
-    dy_mat = np.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(8, -1)
     ff_values, ff_indices = compress(w_mat, n, m, axis=1)
     y_mat = nx.gemm_nm(nx.to_fp16(ff_values), ff_indices, n, m, nx.to_fp16(cols))
     y_hw = y_mat.reshape(8, 2, 3, 3).transpose(1, 0, 2, 3)
-    bp_values, bp_indices = compress(w_mat.T, n, m, axis=1)
-    dcols = nx.gemm_nm(nx.to_fp16(bp_values), bp_indices, n, m, nx.to_fp16(dy_mat))
-    dx_hw = col2im(dcols, x.shape, 3, 3, stride, padding)  # type: ignore[arg-type]
-    dw_hw = nx.gemm(nx.to_fp16(dy_mat), nx.to_fp16(cols.T)).reshape(8, 3, 3, 4)
+    # BP: the BP copy Wt[C_in, (kh, kw, C_out)] (groups of M output channels) through the
+    # sparse mode, times the transposed im2col of dY: one chain per input element.
+    w_t = np.ascontiguousarray(w.transpose(1, 2, 3, 0)).reshape(4, -1)
+    bp_values, bp_indices = compress(w_t, n, m, axis=1)
+    dy_cols = transposed_im2col(dy, 5, 5, 3, 3, stride, padding)
+    dx_mat = nx.gemm_nm(nx.to_fp16(bp_values), bp_indices, n, m, nx.to_fp16(dy_cols))
+    dx_hw = np.ascontiguousarray(dx_mat.reshape(4, 5, 5, 2).transpose(3, 0, 1, 2))
+    # WU: dense, positions in the order (oh, ow, b), batch fastest.
+    dy_mat = np.ascontiguousarray(dy.transpose(1, 2, 3, 0)).reshape(8, -1)
+    x_t = cols.reshape(36, 2, 9).transpose(2, 1, 0).reshape(18, 36)
+    dw_hw = nx.gemm(nx.to_fp16(dy_mat), nx.to_fp16(x_t)).reshape(8, 3, 3, 4)
     np.testing.assert_array_equal(nx.fp32_bits(y), nx.fp32_bits(np.ascontiguousarray(y_hw)))
     np.testing.assert_array_equal(nx.fp32_bits(dx), nx.fp32_bits(dx_hw))
     np.testing.assert_array_equal(
