@@ -13,6 +13,7 @@ Ref: Fang et al., TCAD 2023 (BDWP, pre-generation); V. Dumoulin and F. Visin, "A
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from nmsat.hw.errors import ShapeError
@@ -28,6 +29,22 @@ __all__ = ["ConvLowering"]
 
 class ConvLowering(LoweringBase):
     """The conv and linear layer passes."""
+
+    def input_view(self, node: Node, shape: ConvShape, view: TensorView) -> TensorView:
+        """The layer's input (or its gradient) as ``[C_in][H_in][W_in][B]``.
+
+        A linear reads its input flattened: ``[C][H][W][B]`` is ``[C*H*W][1][1][B]`` in
+        memory (K order (c, h, w), as a flatten of NCHW), and ``[F][T][1][B]`` is
+        ``tokens = T`` rows of F features. A zero border would break the flattening.
+        """
+        if (view.c, view.h, view.w) == (shape.c_in, shape.h_in, shape.w_in):
+            return view
+        if view.pad or view.c * view.h * view.w != shape.c_in * shape.h_in * shape.w_in:
+            raise ShapeError(
+                f"layer {node.name!r}: its input {view.name} ({view.c}x{view.h}x{view.w}, "
+                f"border {view.pad}) cannot be read as {shape.c_in}x{shape.h_in}x{shape.w_in}"
+            )
+        return dataclasses.replace(view, c=shape.c_in, h=shape.h_in, w=shape.w_in)
 
     def weights(self, node: Node, shape: ConvShape) -> dict[str, Tensor]:
         """The external tensors of a weight layer (master, momentum, FF and BP copies)."""
@@ -62,7 +79,7 @@ class ConvLowering(LoweringBase):
         return out
 
     def conv_ff(self, node: Node, shape: ConvShape) -> None:
-        x = self.act(node.inputs[0])
+        x = self.input_view(node, shape, self.act(node.inputs[0]))
         y = self.act(node.name)
         tensors = self.weights(node, shape)
 
@@ -130,9 +147,10 @@ class ConvLowering(LoweringBase):
         for r0 in range(0, rows_total, to):
             nr = min(to, rows_total - r0)
             a_base = self.slot("wgt", Buffer.WGT, 0, wgt_half)
-            chunks = None
+            # One K chunking for every tile (the largest tile's): the resident weights are
+            # laid out by it.
+            chunks = k_chunks(k_total, m, act_q // max(t.count for t in tiles), node.name)
             for tile in tiles:
-                chunks = k_chunks(k_total, m, act_q // tile.count, node.name)
                 if tile is tiles[0]:
                     # Weights of this row block stay resident: one block per K chunk.
                     off = a_base
@@ -255,7 +273,7 @@ class ConvLowering(LoweringBase):
             sname = self._source(src)
             if self.g.node(sname).kind == "conv" and not self.g.node(sname).relu:
                 producer_pad = self.dy_padding(ConvShape.of(self.g.node(sname)))
-            dx = self.grad(sname, node.name, producer_pad)
+            dx = self.input_view(node, shape, self.grad(sname, node.name, producer_pad))
             for index, (ph, pw, pos) in enumerate(shape.phases()):
 
                 def segments(k0: int, nk: int, pos=pos, ph=ph, pw=pw):  # type: ignore[no-untyped-def]
@@ -330,7 +348,7 @@ class ConvLowering(LoweringBase):
     def conv_wu(
         self, node: Node, shape: ConvShape, dy: TensorView, tensors: dict[str, Tensor]
     ) -> None:
-        x = self.act(node.inputs[0])
+        x = self.input_view(node, shape, self.act(node.inputs[0]))
         to, tk = self.wu_tiles(node, shape)
         wgt_q = self.entries(Buffer.WGT) // 4
         act_half = self.entries(Buffer.ACT) // 2
