@@ -60,7 +60,6 @@ def _reference(prog: Any, model: Model, data: dict[str, Any]) -> dict[str, np.nd
     lr, mom, wd, lam = (float(v) for v in data["hyper"])
     x = _interior(prog.tensor("act:input"), data["act:input"])
     convs = [model.layer("c1"), model.layer("c2")]
-    fc = model.layer("fc")
     acts, cols, masks = [x], [], []
     for layer in convs:
         w4 = _w4(data[f"w:{layer.name}"], layer)
@@ -75,17 +74,26 @@ def _reference(prog: Any, model: Model, data: dict[str, Any]) -> dict[str, np.nd
     dy = softmax_loss_grad(logits.T.astype(np.float32), data["labels"]).T.astype(np.float32)
     out: dict[str, np.ndarray] = {}
     dx, dwf = bdwp.linear_backward(wf, flat, dy, np.ones(wf.shape, bool), arith=SAT)
-    out["w:fc"], out["v:fc"] = numerics.sgd_update(wf, dwf, np.zeros_like(wf),
-                                                   np.ones(wf.shape, bool), lr, mom, wd, lam)  # fmt: skip
+    out["w:fc"], out["v:fc"] = numerics.sgd_update(
+        wf, dwf, np.zeros_like(wf), np.ones(wf.shape, bool), lr, mom, wd, lam
+    )
     g = numerics.to_fp16(dx).astype(np.float32).reshape(acts[-1].shape)
     for index in reversed(range(len(convs))):
         layer = convs[index]
         g = numerics.to_fp16(numerics.relu_grad(g, acts[index + 1])).astype(np.float32)
         w = data[f"w:{layer.name}"]
         w4 = _w4(w, layer)
-        dxc, dw4 = bdwp.conv2d_backward(w4, cols[index], acts[index].shape, g, masks[index].bp,
-                                        layer.stride, layer.padding, arith=SAT,
-                                        input_grad=index > 0)  # fmt: skip
+        dxc, dw4 = bdwp.conv2d_backward(
+            w4,
+            cols[index],
+            acts[index].shape,
+            g,
+            masks[index].bp,
+            layer.stride,
+            layer.padding,
+            arith=SAT,
+            input_grad=index > 0,
+        )
         dw = dw4.transpose(0, 2, 3, 1).reshape(w.shape)
         ff_mask = masks[index].ff.transpose(0, 2, 3, 1).reshape(w.shape)
         w_new, v_new = numerics.sgd_update(w, dw, np.zeros_like(w), ff_mask, lr, mom, wd, lam)
@@ -103,9 +111,10 @@ def _reference(prog: Any, model: Model, data: dict[str, Any]) -> dict[str, np.nd
 @pytest.mark.slow
 @pytest.mark.parametrize("nm", [(2, 8), (1, 1)], ids=["2:8", "dense"])
 @pytest.mark.parametrize(
-    "options", [CompileOptions(), CompileOptions(schedule=False), CompileOptions(pregen=False)],
+    "options",
+    [CompileOptions(), CompileOptions(schedule=False), CompileOptions(pregen=False)],
     ids=["all", "serial", "no-pregen"],
-)  # fmt: skip
+)
 def test_cnn_step_bit_exact(nm: tuple[int, int], options: CompileOptions) -> None:
     model = _cnn()
     prog = compile_model(model, nm, TINY, options)

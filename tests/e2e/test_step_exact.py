@@ -55,10 +55,12 @@ def _reference_mlp_step(prog: Any, data: dict[str, Any]) -> dict[str, np.ndarray
     for index in reversed(range(len(layers))):
         name = layers[index]
         w = data[f"w:{name}"]
-        dx, dw = bdwp.linear_backward(w, acts[index], dy, masks[index].bp, arith=SAT,
-                                      input_grad=index > 0)  # fmt: skip
-        w_new, v_new = numerics.sgd_update(w, dw, np.zeros_like(w), masks[index].ff, lr, mom,
-                                           wd, lam)  # fmt: skip
+        dx, dw = bdwp.linear_backward(
+            w, acts[index], dy, masks[index].bp, arith=SAT, input_grad=index > 0
+        )
+        w_new, v_new = numerics.sgd_update(
+            w, dw, np.zeros_like(w), masks[index].ff, lr, mom, wd, lam
+        )
         out[f"w:{name}"] = w_new
         out[f"v:{name}"] = v_new
         ff, _ = sparse[name]
@@ -108,7 +110,10 @@ def test_mlp_step_bit_exact(nm: tuple[int, int], options: CompileOptions) -> Non
         if want.dtype == np.uint8:
             np.testing.assert_array_equal(got & 7, want, err_msg=name)
         else:
-            np.testing.assert_array_equal(got.view(np.uint8), np.ascontiguousarray(
-                want.astype(got.dtype)).view(np.uint8), err_msg=name)  # fmt: skip
+            np.testing.assert_array_equal(
+                got.view(np.uint8),
+                np.ascontiguousarray(want.astype(got.dtype)).view(np.uint8),
+                err_msg=name,
+            )
         checked += 1
     assert checked >= 8
