@@ -73,7 +73,7 @@ class ProgramBuilder:
         dram_writes: tuple[str, ...] = (),
     ) -> int:
         """Append one instruction; return its index. Fields are checked by the ISA."""
-        isa.make(opcode, **fields)  # raises IsaError for an illegal instruction
+        instr = isa.make(opcode, **fields)  # raises IsaError for an illegal instruction
         index = len(self.ops)
         queue = OPCODE_QUEUE[opcode]
         deps: set[int] = set()
@@ -106,6 +106,7 @@ class ProgramBuilder:
                 dram_reads,
                 dram_writes,
                 tuple(sorted(deps)),
+                instr=instr,
             )
         )
         return index
@@ -129,7 +130,7 @@ class ProgramBuilder:
         """End the current device segment with a HALT, unless it is empty."""
         if not any(op.opcode is not None for op in self.ops[self._segment_start :]):
             return
-        self.ops.append(Op(Opcode.HALT, phase=Phase.CONTROL))
+        self.ops.append(Op(Opcode.HALT, phase=Phase.CONTROL, instr=isa.make(Opcode.HALT)))
         self.segments.append((len(self.ops) - 1, self.kind))
         self._segment_start = len(self.ops)
         self._buffers = {b: [] for b in Buffer}

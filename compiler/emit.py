@@ -69,8 +69,10 @@ def emit(prog: Program) -> Emitted:
             current = {"kind": kind, "start_pc": len(words), "host_before": pending_host}
             pending_host = []
             lines.append(f"# segment {len(segments)} ({kind}) at pc {len(words)}")
-        instr = isa.make(op.opcode, pop=op.pop, push=op.push, **dict(op.fields))
-        words.append(instr.encode())  # checked by make; packed without a second check
+        instr = op.instr
+        if instr is None or instr.pop != op.pop or instr.push != op.push:
+            instr = isa.make(op.opcode, pop=op.pop, push=op.push, **dict(op.fields))
+        words.append(instr.encode())
         text = format_instruction(instr)
         lines.append(f"{text}  # {op.phase.value} {op.layer}" if op.layer else text)
         if op.opcode is Opcode.HALT:

@@ -20,7 +20,7 @@ import enum
 import math
 from typing import Any
 
-from nmsat.hw.isa import Buffer, Opcode, Queue
+from nmsat.hw.isa import Buffer, Instruction, Opcode, Queue
 
 __all__ = [
     "DTYPE_BYTES",
@@ -197,6 +197,9 @@ class Op:
         Dependency tokens, set by the scheduling pass.
     host : HostOp or None
         The host operation (opcode None).
+    instr : Instruction or None
+        The checked instruction (opcode, tokens, fields), kept so later passes need not
+        rebuild it; not part of the op's identity.
     """
 
     opcode: Opcode | None
@@ -211,6 +214,7 @@ class Op:
     pop: tuple[Queue, ...] = ()
     push: tuple[Queue, ...] = ()
     host: HostOp | None = None
+    instr: Instruction | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def field(self, name: str) -> Any:
         """Return one payload field."""

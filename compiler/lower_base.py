@@ -132,6 +132,7 @@ class LoweringBase:
         self.act_pad = self._activation_padding()
         self.grad_parts: dict[str, list[str]] = {}
         self._gradients: dict[tuple[str, int], TensorView] = {}
+        self._reshaped: dict[str, TensorView] = {}
         self.layers: list[tuple[str, tuple[bool, bool]]] = []
 
     # -- external memory -----------------------------------------------------------------

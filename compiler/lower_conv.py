@@ -20,7 +20,7 @@ from nmsat.hw.errors import ShapeError
 from nmsat.hw.isa import Buffer, Dataflow, Direction, Opcode, VecOp
 
 from .frontend import Node
-from .ir import Phase, Region, Tensor
+from .ir import HostOp, Phase, Region, Tensor
 from .lower_base import ConvShape, LoweringBase, Segment, TensorView
 from .tiling import k_chunks, position_tiles, round_down
 
@@ -30,21 +30,36 @@ __all__ = ["ConvLowering"]
 class ConvLowering(LoweringBase):
     """The conv and linear layer passes."""
 
-    def input_view(self, node: Node, shape: ConvShape, view: TensorView) -> TensorView:
-        """The layer's input (or its gradient) as ``[C_in][H_in][W_in][B]``.
+    def input_view(self, node: Node, shape: ConvShape, view: TensorView) -> TensorView | None:
+        """The layer's input (or its gradient) as ``[C_in][H_in][W_in][B]``, if it can be.
 
         A linear reads its input flattened: ``[C][H][W][B]`` is ``[C*H*W][1][1][B]`` in
         memory (K order (c, h, w), as a flatten of NCHW), and ``[F][T][1][B]`` is
-        ``tokens = T`` rows of F features. A zero border would break the flattening.
+        ``tokens = T`` rows of F features. None when the sizes differ or a zero border
+        breaks the flattening: then the host reshapes (:meth:`layer_input`).
         """
         if (view.c, view.h, view.w) == (shape.c_in, shape.h_in, shape.w_in):
             return view
         if view.pad or view.c * view.h * view.w != shape.c_in * shape.h_in * shape.w_in:
-            raise ShapeError(
-                f"layer {node.name!r}: its input {view.name} ({view.c}x{view.h}x{view.w}, "
-                f"border {view.pad}) cannot be read as {shape.c_in}x{shape.h_in}x{shape.w_in}"
-            )
+            return None
         return dataclasses.replace(view, c=shape.c_in, h=shape.h_in, w=shape.w_in)
+
+    def layer_input(self, node: Node, shape: ConvShape) -> TensorView:
+        """The input activations; a host reshape first when the layout does not allow a view
+        (BERT's classifier reads the first token of each sequence)."""
+        source = self.act(node.inputs[0])
+        view = self.input_view(node, shape, source)
+        if view is not None:
+            return view
+        if node.name not in self._reshaped:
+            t = self._alloc(f"act:{node.name}/in", "fp16",
+                            (shape.c_in, shape.h_in, shape.w_in, self.batch), "C,H,W,B",
+                            "activation")  # fmt: skip
+            self._reshaped[node.name] = TensorView(t.name, t.addr, shape.c_in, shape.h_in,
+                                                   shape.w_in, 0, self.batch)  # fmt: skip
+            self.b.host(HostOp("reshape", node.name, (source.name,), (t.name,),
+                               t.elements))  # fmt: skip
+        return self._reshaped[node.name]
 
     def weights(self, node: Node, shape: ConvShape) -> dict[str, Tensor]:
         """The external tensors of a weight layer (master, momentum, FF and BP copies)."""
@@ -79,7 +94,7 @@ class ConvLowering(LoweringBase):
         return out
 
     def conv_ff(self, node: Node, shape: ConvShape) -> None:
-        x = self.input_view(node, shape, self.act(node.inputs[0]))
+        x = self.layer_input(node, shape)
         y = self.act(node.name)
         tensors = self.weights(node, shape)
 
@@ -273,7 +288,18 @@ class ConvLowering(LoweringBase):
             sname = self._source(src)
             if self.g.node(sname).kind == "conv" and not self.g.node(sname).relu:
                 producer_pad = self.dy_padding(ConvShape.of(self.g.node(sname)))
-            dx = self.input_view(node, shape, self.grad(sname, node.name, producer_pad))
+            target = self.grad(sname, node.name, producer_pad)
+            reshaped = node.name in self._reshaped
+            if reshaped:
+                t = self._alloc(f"grad:{node.name}/in", "fp16",
+                                (shape.c_in, shape.h_in, shape.w_in, self.batch), "C,H,W,B",
+                                "gradient")  # fmt: skip
+                dx = TensorView(t.name, t.addr, shape.c_in, shape.h_in, shape.w_in, 0,
+                                self.batch)  # fmt: skip
+            else:
+                view = self.input_view(node, shape, target)
+                assert view is not None
+                dx = view
             for index, (ph, pw, pos) in enumerate(shape.phases()):
 
                 def segments(k0: int, nk: int, pos=pos, ph=ph, pw=pw):  # type: ignore[no-untyped-def]
@@ -313,7 +339,10 @@ class ConvLowering(LoweringBase):
                     (dx.pad + ph, dx.pad + pw, shape.stride),
                     VecOp.COPY,
                 )
-            self._add_part(src, dx.name)
+            if reshaped:
+                self.b.host(HostOp("reshape_bwd", node.name, (dx.name,), (target.name,),
+                                   dx.c * dx.h * dx.w * self.batch))  # fmt: skip
+            self._add_part(src, target.name)
         self.conv_wu(node, shape, dy, tensors)
 
     # -- weight gradient, update and pre-generation -------------------------------------
@@ -348,7 +377,7 @@ class ConvLowering(LoweringBase):
     def conv_wu(
         self, node: Node, shape: ConvShape, dy: TensorView, tensors: dict[str, Tensor]
     ) -> None:
-        x = self.input_view(node, shape, self.act(node.inputs[0]))
+        x = self.layer_input(node, shape)
         to, tk = self.wu_tiles(node, shape)
         wgt_q = self.entries(Buffer.WGT) // 4
         act_half = self.entries(Buffer.ACT) // 2

@@ -33,17 +33,16 @@ from .lower_base import LoweringBase, TensorView
 
 __all__ = ["MatMulLowering"]
 
-#: An operand's gather: (tensor view, element offset, [(count, stride)] outermost first).
-_Pattern = tuple[TensorView, int, list[tuple[int, int]]]
+#: An operand's gather for head 0: (tensor view, element offset, elements from one head to
+#: the next, [(count, stride)] of the matrix, outermost first).
+_Pattern = tuple[TensorView, int, int, list[tuple[int, int]]]
 
 
 class MatMulLowering(LoweringBase):
     """The MatMul passes (FF and BP; no weights, no WU)."""
 
-    def _operands(
-        self, node: Node, b: int, h: int, grad: bool = False
-    ) -> tuple[_Pattern, _Pattern]:
-        """Gather patterns of A ``[m][k]`` and B ``[k][n]`` of product (sample b, head h).
+    def _operands(self, node: Node, b: int, grad: bool = False) -> tuple[_Pattern, _Pattern]:
+        """Gather patterns of A ``[m][k]`` and B ``[k][n]`` of sample b's products.
 
         With ``grad``, the patterns address the gradient tensors of the sources instead.
         """
@@ -58,14 +57,14 @@ class MatMulLowering(LoweringBase):
             # Q K^T from the fused QKV output.
             t_stride = bt
             c_stride = view_a.h * bt
-            a = (view_a, (h * k) * c_stride + b, [(m, t_stride), (k, c_stride)])
-            b_pat = (view_b, (heads * k + h * k) * c_stride + b, [(k, c_stride), (n, t_stride)])
+            a = (view_a, b, k * c_stride, [(m, t_stride), (k, c_stride)])
+            b_pat = (view_b, heads * k * c_stride + b, k * c_stride, [(k, c_stride), (n, t_stride)])
             return a, b_pat
         if view_a.c == heads and view_a.h == m and view_a.w == k and view_b.c == 3 * heads * n:
             # A V: scores [count][m][k] and V from the fused QKV output.
-            a = (view_a, (h * m * k) * bt + b, [(m, k * bt), (k, bt)])
+            a = (view_a, b, m * k * bt, [(m, k * bt), (k, bt)])
             c_stride = view_b.h * bt
-            b_pat = (view_b, (2 * heads * n + h * n) * c_stride + b, [(k, bt), (n, c_stride)])
+            b_pat = (view_b, 2 * heads * n * c_stride + b, n * c_stride, [(k, bt), (n, c_stride)])
             return a, b_pat
         raise ShapeError(
             f"layer {node.name!r}: matmul operands {src_a!r} and {src_b!r} do not match an "
@@ -77,80 +76,101 @@ class MatMulLowering(LoweringBase):
             return self.act(src)
         return self.grad(self._source(src), node.name)
 
-    def _gather(self, pattern: _Pattern, buffer: Buffer, base: int, node: Node, phase: Phase,
-                store: bool = False, transpose: bool = False) -> None:  # fmt: skip
-        view, offset, dims = pattern
+    def _gather(self, pattern: _Pattern, h0: int, heads: int, buffer: Buffer, base: int,
+                node: Node, phase: Phase, store: bool = False,
+                transpose: bool = False) -> None:  # fmt: skip
+        """One DMA transfer of heads ``h0 .. h0+heads`` of an operand (head outermost)."""
+        view, offset, head_stride, dims = pattern
         if transpose:
             dims = dims[::-1]
         opcode = Opcode.STORE if store else Opcode.LOAD
-        self._dma(opcode, buffer, base, view.addr + 2 * offset, [*dims, (1, 1)], node.name,
+        addr = view.addr + 2 * (offset + h0 * head_stride)
+        self._dma(opcode, buffer, base, addr, [(heads, head_stride), *dims, (1, 1)], node.name,
                   phase, view.name)  # fmt: skip
 
-    def _product(self, node: Node, phase: Phase, rows: int, cols: int, depth: int,
-                 a_pat: _Pattern, b_pat: _Pattern, out_pat: _Pattern, *,
-                 a_transpose: bool = False, b_trans: bool = False) -> None:  # fmt: skip
-        """LOAD A (WGT) and B (ACT), one dense WS GEMM, convert to FP16, STORE C."""
+    def _heads_per_group(self, node: Node, rows: int, cols: int, depth: int) -> int:
+        layer = node.layer
+        assert isinstance(layer, MatMul)
         wgt_half = self.entries(Buffer.WGT) // 2
         act_q = self.entries(Buffer.ACT) // 4
         acc_half = self.entries(Buffer.ACC) // 2
-        if rows * depth > wgt_half or depth * cols > act_q or rows * cols > min(acc_half, act_q):
+        group = min(layer.count, wgt_half // (rows * depth), act_q // (depth * cols),
+                    min(acc_half, act_q) // (rows * cols))  # fmt: skip
+        if group < 1:
             raise ShapeError(
                 f"layer {node.name!r}: a {rows}x{depth}x{cols} product does not fit the "
                 f"buffers of {self.p.name}"
             )
-        a_base = self.slot("mm_a", Buffer.WGT, 0, wgt_half)
-        self._gather(a_pat, Buffer.WGT, a_base, node, phase, transpose=a_transpose)
-        b_base = self.slot("mm_b", Buffer.ACT, 0, act_q)
-        self._gather(b_pat, Buffer.ACT, b_base, node, phase)
-        c_base = self.slot("mm_c", Buffer.ACC, 0, acc_half)
-        ilv = self.p.interleave if self.o.interleave else 1
-        self.b.instr(
-            Opcode.GEMM,
-            {"n": 1, "m": 1, "dataflow": Dataflow.WS, "accumulate": 0, "b_trans": int(b_trans),
-             "interleave": ilv, "rows": rows, "cols": cols, "depth": depth, "a_addr": a_base,
-             "b_addr": b_base, "c_addr": c_base},
-            layer=node.name, phase=phase,
-            reads=(Region(Buffer.WGT, a_base, rows * depth),
-                   Region(Buffer.ACT, b_base, depth * cols)),
-            writes=(Region(Buffer.ACC, c_base, rows * cols),),
-        )  # fmt: skip
-        o_base = self.slot("mm_o", Buffer.ACT, 2 * act_q, act_q)
-        self.vec(VecOp.COPY, Buffer.ACT, o_base, Buffer.ACC, c_base, rows * cols, node.name,
-                 phase)  # fmt: skip
-        self._gather(out_pat, Buffer.ACT, o_base, node, phase, store=True)
+        return group
 
-    def _output(self, node: Node, b: int, h: int, grad: bool) -> _Pattern:
-        """C[i][j] of product (b, h) in the heads-joined output ``[count n][m][1][B]``."""
+    def _products(self, node: Node, phase: Phase, rows: int, cols: int, depth: int,
+                  a_pat: _Pattern, b_pat: _Pattern, out_pat: _Pattern, *,
+                  a_transpose: bool = False, b_trans: bool = False) -> None:  # fmt: skip
+        """Per group of heads: LOAD A (WGT) and B (ACT), one dense WS GEMM per head,
+        convert to FP16, STORE C."""
+        layer = node.layer
+        assert isinstance(layer, MatMul)
+        group = self._heads_per_group(node, rows, cols, depth)
+        wgt_half = self.entries(Buffer.WGT) // 2
+        act_q = self.entries(Buffer.ACT) // 4
+        acc_half = self.entries(Buffer.ACC) // 2
+        ilv = self.p.interleave if self.o.interleave else 1
+        for h0 in range(0, layer.count, group):
+            g = min(group, layer.count - h0)
+            a_base = self.slot("mm_a", Buffer.WGT, 0, wgt_half)
+            self._gather(a_pat, h0, g, Buffer.WGT, a_base, node, phase, transpose=a_transpose)
+            b_base = self.slot("mm_b", Buffer.ACT, 0, act_q)
+            self._gather(b_pat, h0, g, Buffer.ACT, b_base, node, phase)
+            c_base = self.slot("mm_c", Buffer.ACC, 0, acc_half)
+            for h in range(g):
+                a_addr = a_base + h * rows * depth
+                b_addr = b_base + h * depth * cols
+                c_addr = c_base + h * rows * cols
+                self.b.instr(
+                    Opcode.GEMM,
+                    {"n": 1, "m": 1, "dataflow": Dataflow.WS, "accumulate": 0,
+                     "b_trans": int(b_trans), "interleave": ilv, "rows": rows, "cols": cols,
+                     "depth": depth, "a_addr": a_addr, "b_addr": b_addr, "c_addr": c_addr},
+                    layer=node.name, phase=phase,
+                    reads=(Region(Buffer.WGT, a_addr, rows * depth),
+                           Region(Buffer.ACT, b_addr, depth * cols)),
+                    writes=(Region(Buffer.ACC, c_addr, rows * cols),),
+                )  # fmt: skip
+            o_base = self.slot("mm_o", Buffer.ACT, 2 * act_q, act_q)
+            self.vec(VecOp.COPY, Buffer.ACT, o_base, Buffer.ACC, c_base, g * rows * cols,
+                     node.name, phase)  # fmt: skip
+            self._gather(out_pat, h0, g, Buffer.ACT, o_base, node, phase, store=True)
+
+    def _output(self, node: Node, b: int, grad: bool) -> _Pattern:
+        """C[i][j] of sample b's products in the heads-joined ``[count n][m][1][B]``."""
         layer = node.layer
         assert isinstance(layer, MatMul)
         view = self.gradient(node.name, 0, node.name) if grad else self.act(node.name)
         bt = view.batch
-        return (view, (h * layer.n * layer.m) * bt + b, [(layer.m, bt), (layer.n, layer.m * bt)])
+        return (view, b, layer.n * layer.m * bt, [(layer.m, bt), (layer.n, layer.m * bt)])
 
     def matmul_ff(self, node: Node) -> None:
         """FF: C = A B for every sample and head."""
         layer = node.layer
         assert isinstance(layer, MatMul)
         for b in range(self.batch):
-            for h in range(layer.count):
-                a_pat, b_pat = self._operands(node, b, h)
-                self._product(node, Phase.FF, layer.m, layer.n, layer.k, a_pat, b_pat,
-                              self._output(node, b, h, grad=False))  # fmt: skip
+            a_pat, b_pat = self._operands(node, b)
+            self._products(node, Phase.FF, layer.m, layer.n, layer.k, a_pat, b_pat,
+                           self._output(node, b, grad=False))  # fmt: skip
 
     def matmul_bp(self, node: Node) -> None:
         """BP: dA = dC B^T and dB = A^T dC, into the sources' gradients."""
         layer = node.layer
         assert isinstance(layer, MatMul)
         for b in range(self.batch):
-            for h in range(layer.count):
-                a_pat, b_pat = self._operands(node, b, h)
-                da_pat, db_pat = self._operands(node, b, h, grad=True)
-                dc_pat = self._output(node, b, h, grad=True)
-                # dA[m][k] = dC[m][n] . (B[k][n])^T: B stored [k][n] is b_trans's [cols, depth].
-                self._product(node, Phase.BP, layer.m, layer.k, layer.n, dc_pat, b_pat, da_pat,
-                              b_trans=True)  # fmt: skip
-                # dB[k][n] = A^T[k][m] . dC[m][n]
-                self._product(node, Phase.BP, layer.k, layer.n, layer.m, a_pat, dc_pat, db_pat,
-                              a_transpose=True)  # fmt: skip
+            a_pat, b_pat = self._operands(node, b)
+            da_pat, db_pat = self._operands(node, b, grad=True)
+            dc_pat = self._output(node, b, grad=True)
+            # dA[m][k] = dC[m][n] . (B[k][n])^T: B stored [k][n] is b_trans's [cols, depth].
+            self._products(node, Phase.BP, layer.m, layer.k, layer.n, dc_pat, b_pat, da_pat,
+                           b_trans=True)  # fmt: skip
+            # dB[k][n] = A^T[k][m] . dC[m][n]
+            self._products(node, Phase.BP, layer.k, layer.n, layer.m, a_pat, dc_pat, db_pat,
+                           a_transpose=True)  # fmt: skip
         for src in dict.fromkeys(node.inputs):
             self._add_part(src, self.grad(self._source(src), node.name).name)

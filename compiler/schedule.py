@@ -15,7 +15,7 @@ Ref: T. Moreau et al., VTA, IEEE Micro 2019 (dependency-token queues between loa
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 
 from nmsat.hw.isa import OPCODE_QUEUE, Opcode, Queue
 from nmsat.hw.params import SATParams
@@ -60,10 +60,23 @@ def schedule(prog: Program, params: SATParams) -> Program:
                 pushes[producer].add(q)
                 pops[index].add(qd)
     key = lambda queue: queue.value  # noqa: E731
-    new_ops = tuple(
-        dataclasses.replace(
-            op, pop=tuple(sorted(pops[i], key=key)), push=tuple(sorted(pushes[i], key=key))
-        )
-        for i, op in enumerate(ops)
-    )
-    return prog.replace(ops=new_ops)
+    new_ops = []
+    for i, op in enumerate(ops):
+        pop = tuple(sorted(pops[i], key=key))
+        push = tuple(sorted(pushes[i], key=key))
+        if not pop and not push:
+            new_ops.append(op)
+            continue
+        # Tokens do not enter the instruction rules: copy without a new check (this pass runs
+        # over 10^5 ops for a large model; dataclasses.replace re-runs __init__).
+        new = copy.copy(op)
+        object.__setattr__(new, "pop", pop)
+        object.__setattr__(new, "push", push)
+        if op.instr is not None:
+            instr = copy.copy(op.instr)
+            object.__setattr__(instr, "pop", pop)
+            object.__setattr__(instr, "push", push)
+            instr.__dict__.pop("_by_name", None)
+            object.__setattr__(new, "instr", instr)
+        new_ops.append(new)
+    return prog.replace(ops=tuple(new_ops))

@@ -59,7 +59,9 @@ def verify(prog: Program, params: SATParams) -> Program:
             start = index + 1
             continue
         try:
-            instr = isa.make(op.opcode, pop=op.pop, push=op.push, **dict(op.fields))
+            instr = op.instr
+            if instr is None or instr.pop != op.pop or instr.push != op.push:
+                instr = isa.make(op.opcode, pop=op.pop, push=op.push, **dict(op.fields))
             isa.check_for_params(instr, params)
         except NmsatError as exc:
             raise VerifyError(f"{where}: {exc}") from None

@@ -23,6 +23,7 @@ Part of the contract: imports nothing from nmsat but the other contract modules.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -231,6 +232,12 @@ OPCODE_QUEUE: Mapping[Opcode, Queue] = {
 }
 
 
+@functools.lru_cache(maxsize=256)
+def _enum_member(enum_type: Any, value: Any) -> Any:
+    """``enum_type(value)``, cached: Amaranth's enum call is slow on the per-instruction path."""
+    return enum_type(value)
+
+
 def _field_specs(layout: data.StructLayout | None) -> tuple[tuple[str, int, int, Any], ...]:
     """(name, bit offset, width, enum type or None) of each payload field, from the layout."""
     specs = []
@@ -285,7 +292,7 @@ def _mask_to_queues(mask: int) -> tuple[Queue, ...]:
 def _queues_to_mask(queues: Iterable[Queue]) -> int:
     mask = 0
     for q in queues:
-        mask |= 1 << Queue(q).value
+        mask |= 1 << (q if isinstance(q, Queue) else Queue(q)).value
     return mask
 
 
@@ -316,10 +323,14 @@ class Instruction:
         return dict(self.args)
 
     def __getitem__(self, name: str) -> Any:
-        for key, value in self.args:
-            if key == name:
-                return value
-        raise KeyError(f"{self.opcode.name} has no field {name!r}")
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(f"{self.opcode.name} has no field {name!r}") from None
+
+    @functools.cached_property
+    def _by_name(self) -> dict[str, Any]:
+        return dict(self.args)
 
     @property
     def queue(self) -> Queue | None:
@@ -351,7 +362,7 @@ def make(
         For an unknown field, a value that does not fit its field, or a rule of the opcode
         broken (see :func:`_check_rules`).
     """
-    opcode = Opcode(opcode)
+    opcode = opcode if isinstance(opcode, Opcode) else Opcode(opcode)
     specs = _FIELD_SPECS[opcode]
     unknown = sorted(set(fields) - {spec[0] for spec in specs})
     if unknown:
@@ -363,8 +374,8 @@ def make(
         value = fields.get(name, defaults.get(name, 0))
         if enum_type is not None:
             try:
-                value = value if isinstance(value, enum_type) else enum_type(value)
-            except ValueError:
+                value = value if isinstance(value, enum_type) else _enum_member(enum_type, value)
+            except (ValueError, TypeError):
                 allowed = ", ".join(m.name for m in enum_type)
                 raise IsaError(f"{opcode.name}: {name}={value!r} is not one of {allowed}") from None
         elif isinstance(value, bool) or not isinstance(value, int) or not (
@@ -374,8 +385,12 @@ def make(
         args.append((name, value))
     instr = Instruction(
         opcode,
-        tuple(sorted({Queue(q) for q in pop}, key=lambda q: q.value)),
-        tuple(sorted({Queue(q) for q in push}, key=lambda q: q.value)),
+        tuple(
+            sorted({q if isinstance(q, Queue) else Queue(q) for q in pop}, key=lambda q: q.value)
+        ),
+        tuple(
+            sorted({q if isinstance(q, Queue) else Queue(q) for q in push}, key=lambda q: q.value)
+        ),
         tuple(args),
     )
     _check_rules(instr)
@@ -432,11 +447,26 @@ def _check_rules(instr: Instruction) -> None:
         _check_positive(instr, "length")
         if instr["dst_buf"] is Buffer.IDX or Buffer.IDX in (instr["src0_buf"], instr["src1_buf"]):
             raise IsaError("VEC: the IDX buffer is not a vector operand")
+        # The WUVE streams: a destination may equal a source (in place) but must not start
+        # inside one, where it would overwrite elements not read yet.
+        sources = ["src0"] + (["src1"] if instr["op"] in (VecOp.RELU_GRAD, VecOp.ADD) else [])
+        for src in sources:
+            start, dst = instr[f"{src}_addr"], instr["dst_addr"]
+            if instr[f"{src}_buf"] is instr["dst_buf"] and start < dst < start + instr["length"]:
+                raise IsaError(
+                    f"VEC: dst_addr={dst} starts inside {src} [{start}, "
+                    f"{start + instr['length']}) of the same buffer"
+                )
     elif op is Opcode.UPDATE:
         _check_nm(instr)
         _check_positive(instr, "length")
         if instr["length"] % instr["m"]:
             raise IsaError(f"UPDATE: length={instr['length']} is not a multiple of m={instr['m']}")
+        if abs(instr["w_addr"] - instr["v_addr"]) < instr["length"]:
+            raise IsaError(
+                f"UPDATE: weights at {instr['w_addr']} and momentum at {instr['v_addr']} "
+                f"overlap ({instr['length']} elements each)"
+            )
 
 
 def encode(
@@ -611,7 +641,8 @@ def cycles(instr: Instruction, params: SATParams) -> int:
             return isa_timing.gemm_ws_cycles(*args)
         return isa_timing.gemm_os_cycles(*args, accumulate=bool(f["accumulate"]))
     if op is Opcode.PRUNE:
-        return isa_timing.prune_cycles(f["rows"], f["cols"], f["m"], params)
+        transposed = f["direction"] is Direction.BP
+        return isa_timing.prune_cycles(f["rows"], f["cols"], f["m"], params, transposed)
     if op is Opcode.VEC:
         return isa_timing.vec_cycles(f["op"].name, f["length"], params)
     if op is Opcode.UPDATE:

@@ -27,6 +27,7 @@ __all__ = [
     "gemm_os_cycles",
     "gemm_ws_cycles",
     "prune_cycles",
+    "prune_groups_per_cycle",
     "sore_pipeline_cycles",
     "update_cycles",
     "update_pipeline_cycles",
@@ -113,15 +114,40 @@ def sore_pipeline_cycles(m: int) -> int:
     return 2 + k * (k + 1) // 2
 
 
-def prune_cycles(rows: int, cols: int, m: int, p: SATParams) -> int:
-    """Cycles of PRUNE: ``ceil(rows * cols / m / G) + sore_pipeline_cycles(m)``.
+def prune_groups_per_cycle(m: int, p: SATParams) -> int:
+    """Groups of ``m`` that enter the SORE per cycle: ``G = max(1, min(sore_lanes, banks // m))``.
 
-    Each SORE lane takes one M-group per cycle (the paper's lanes take M cycles per group),
-    but the VEC buffer delivers ``buffer_banks`` FP32 weights per cycle, so
-    ``G = max(1, min(sore_lanes, buffer_banks // m))`` groups enter per cycle.
+    The VEC buffer delivers ``buffer_banks`` FP32 weights per cycle (at least one whole group).
     """
-    lanes = max(1, min(p.sore_lanes, p.buffer_banks // m))
-    return _cdiv(rows * cols // m, lanes) + sore_pipeline_cycles(m)
+    return max(1, min(p.sore_lanes, p.buffer_banks // m))
+
+
+def prune_cycles(rows: int, cols: int, m: int, p: SATParams, transposed: bool = False) -> int:
+    """Cycles of PRUNE: ``phases + sore_pipeline_cycles(m)``.
+
+    Each SORE lane takes one M-group per cycle (the paper's lanes take M cycles per group) and
+    ``G`` groups enter per cycle (:func:`prune_groups_per_cycle`). FF (groups along a row):
+    ``phases = ceil(rows * cols / m / G)``. BP (groups down a column, ``transposed``): the
+    source is read in tiles of ``W = G * m`` rows by ``W`` columns through a double-buffered
+    corner turn; a tile's rows enter one per cycle while the previous tile leaves one column
+    (G groups) per cycle, so with ``nb = ceil(rows / W)`` row blocks, ``ns = ceil(cols / W)``
+    column strips and the last block and strip ``rl`` rows and ``cl`` columns,
+    ``phases = rows + cols`` when ``nb == 1`` and ``(nb * ns - 1) * W + max(rl, cl) + cl``
+    otherwise (about FF's phases plus W for a large matrix).
+    """
+    g = prune_groups_per_cycle(m, p)
+    if not transposed:
+        return _cdiv(rows * cols // m, g) + sore_pipeline_cycles(m)
+    width = g * m
+    row_blocks = _cdiv(rows, width)
+    strips = _cdiv(cols, width)
+    if row_blocks == 1:
+        phases = rows + cols
+    else:
+        last_rows = rows - (row_blocks - 1) * width
+        last_cols = cols - (strips - 1) * width
+        phases = (row_blocks * strips - 1) * width + max(last_rows, last_cols) + last_cols
+    return phases + sore_pipeline_cycles(m)
 
 
 def vec_pipeline_cycles(op_name: str, p: SATParams) -> int:

@@ -108,9 +108,7 @@ class Lane(wiring.Component):
                 "imm": In(32),
                 "hp": In(HP_LAYOUT),
                 "o": Out(
-                    wiring.Signature(
-                        {"valid": Out(1), "result": Out(32), "velocity": Out(32)}
-                    )
+                    wiring.Signature({"valid": Out(1), "result": Out(32), "velocity": Out(32)})
                 ),
             }
         )

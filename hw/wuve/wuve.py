@@ -387,4 +387,3 @@ class WUVE(wiring.Component):
             match = (n == pattern_n) & (size == group)
             kept = Mux(match, Cat(*hits).any(), kept)
         return kept
-

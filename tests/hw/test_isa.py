@@ -62,8 +62,17 @@ def instructions(draw: st.DrawFn) -> isa.Instruction:
         for key in ("dst_buf", "src0_buf", "src1_buf"):
             fields[key] = draw(st.sampled_from([b for b in Buffer if b is not Buffer.IDX]))
         fields["length"] = draw(st.integers(1, (1 << 24) - 1))
+        for src in ("src0", "src1"):
+            start, dst = fields[f"{src}_addr"], fields["dst_addr"]
+            if fields[f"{src}_buf"] is fields["dst_buf"] and start < dst < start + fields["length"]:
+                # a destination starting inside a source is illegal: make it in place
+                fields["src0_addr"] = fields["src1_addr"] = fields["dst_addr"]
     elif opcode is Opcode.UPDATE:
         fields["length"] = fields["m"] * draw(st.integers(1, ((1 << 24) - 1) // fields["m"]))
+        if abs(fields["w_addr"] - fields["v_addr"]) < fields["length"]:  # must not overlap
+            fields["length"] = fields["m"]
+            w = fields["w_addr"]
+            fields["v_addr"] = w + fields["m"] if w + fields["m"] < 1 << 24 else w - fields["m"]
     pop = draw(st.sets(st.sampled_from(list(Queue))))
     push = draw(st.sets(st.sampled_from(list(Queue))))
     return isa.make(opcode, pop=pop, push=push, **fields)
@@ -147,6 +156,8 @@ def test_illegal_words() -> None:
             "blocks would overlap",
         ),
         (Opcode.LOAD, {"rows": 1, "cols": 4, "planes": 0}, "planes must be at least 1"),
+        (Opcode.VEC, {"length": 8, "src0_addr": 4, "dst_addr": 6}, "starts inside src0"),
+        (Opcode.UPDATE, {"n": 1, "m": 1, "length": 8, "w_addr": 0, "v_addr": 4}, "overlap"),
         (Opcode.LOAD, {"rows": 1, "cols": 8, "buffer": 7}, "not one of"),
         (Opcode.PRUNE, {"n": 2, "m": 4, "rows": 3, "cols": 8, "direction": Direction.BP}, "rows"),
         (Opcode.VEC, {"length": 4, "dst_buf": Buffer.IDX}, "IDX"),
@@ -182,7 +193,9 @@ def test_check_for_params_limits() -> None:
     )  # fmt: skip
     with pytest.raises(IsaError, match="past the"):
         isa.check_for_params(load, TINY)
-    upd = isa.make(Opcode.UPDATE, n=2, m=8, length=64, hp_addr=TINY.vec_buffer_entries - 2)
+    upd = isa.make(
+        Opcode.UPDATE, n=2, m=8, length=64, v_addr=64, hp_addr=TINY.vec_buffer_entries - 2
+    )
     with pytest.raises(IsaError, match="hp_addr"):
         isa.check_for_params(upd, TINY)
 
@@ -218,7 +231,7 @@ def test_cycle_formulas_by_hand() -> None:
         isa.check_for_params(isa.make(Opcode.PRUNE, n=16, m=16, rows=1, cols=16), TINY)
     vec = isa.make(Opcode.VEC, op=VecOp.ADD, length=10)
     assert isa.cycles(vec, TINY) == 3 + 2 + 3
-    upd = isa.make(Opcode.UPDATE, n=2, m=8, length=16)
+    upd = isa.make(Opcode.UPDATE, n=2, m=8, length=16, v_addr=16)
     assert isa.cycles(upd, TINY) == 4 + 3 + 2 * 2 + 4 * 3
     assert isa.cycles(isa.make(Opcode.HALT), TINY) == 1
 

@@ -57,7 +57,7 @@ def legal_words(draw: st.DrawFn) -> int:
     elif opcode is Opcode.VEC:
         fields = {"length": draw(st.integers(1, 99)), "op": draw(st.sampled_from(list(isa.VecOp)))}
     elif opcode is Opcode.UPDATE:
-        fields = {"length": 16, "n": 2, "m": 4, "hp_addr": draw(st.integers(0, 99))}
+        fields = {"length": 16, "n": 2, "m": 4, "v_addr": 16, "hp_addr": draw(st.integers(0, 99))}
     elif opcode is Opcode.NOP:
         fields = {"queue": draw(st.sampled_from(list(isa.Queue)))}
     pop = draw(st.sets(st.sampled_from(list(isa.Queue))))

@@ -160,7 +160,7 @@ TEMPLATES: list[tuple[Opcode, dict[str, Any]]] = [
             "src1_buf": Buffer.ACC,
         },
     ),
-    (Opcode.UPDATE, {"length": 24, "n": 2, "m": 4}),
+    (Opcode.UPDATE, {"length": 24, "n": 2, "m": 4, "v_addr": 24}),
     *[(Opcode.NOP, {"queue": q}) for q in Queue],
 ]
 

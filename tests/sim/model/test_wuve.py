@@ -140,7 +140,7 @@ def test_vec_events() -> None:
 
 
 def test_update_events() -> None:
-    instr = isa.make(Opcode.UPDATE, length=16, n=2, m=8)
+    instr = isa.make(Opcode.UPDATE, length=16, n=2, m=8, v_addr=16)
     ev = update(instr, TINY)
     assert (ev.wuve_elements, ev.wuve_fp32_adds, ev.wuve_fp32_muls) == (16, 64, 64)
     assert (ev.vec_read_bytes, ev.vec_write_bytes) == ((32 + 4) * 4, 32 * 4)
