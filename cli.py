@@ -156,6 +156,27 @@ def _cmd_report_accuracy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report_speedup(args: argparse.Namespace) -> int:
+    from nmsat.reports.speedup import PATTERNS, WORKLOADS, make_speedup_report
+
+    models = tuple(args.models.split(",")) if args.models else WORKLOADS
+    patterns = tuple(args.patterns.split(",")) if args.patterns else PATTERNS
+    table = make_speedup_report(
+        Path(args.out),
+        config=args.config,
+        overrides=args.overrides,
+        batch=args.batch,
+        models=models,
+        patterns=patterns,
+        ablation_nm=None if args.no_ablation else ("2:8" if "2:8" in patterns else None),
+        jobs=args.jobs,
+        progress=not args.no_progress,
+    )
+    print(table)
+    print(f"written to {args.out}/ (README.md, runs.csv, *.png)")
+    return 0
+
+
 def _cmd_zoo(args: argparse.Namespace) -> int:
     from nmsat.models.zoo import get_model, load_model_yaml, model_names
 
@@ -338,8 +359,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("report", help="generate reports (Markdown, CSV, PNG)")
-    rep_sub = p.add_subparsers(dest="report", required=True, metavar="REPORT")
+    p = sub.add_parser(
+        "report",
+        help="the speedup report (Markdown, CSV, PNG); 'report accuracy' for the accuracy one",
+    )
+    _add_config(p)
+    p.add_argument("--out", default="build/reports/speedup", help="output folder")
+    p.add_argument("--batch", type=_positive_int, default=32, help="samples per step")
+    p.add_argument("--models", default=None,
+                   help="comma-separated zoo models (default: resnet18, resnet50, vgg16, "
+                   "vit_b16, bert_base)")  # fmt: skip
+    p.add_argument(
+        "--patterns",
+        default=None,
+        help="comma-separated N:M patterns (default: dense, 2:4, 2:8, 1:8)",
+    )
+    p.add_argument("--no-ablation", action="store_true", help="skip the ablation runs")
+    p.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=None,
+        help="worker processes (default: the usable CPUs)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_report_speedup)
+    rep_sub = p.add_subparsers(dest="report", required=False, metavar="REPORT")
     q = rep_sub.add_parser("accuracy", help="what N:M costs in accuracy (BDWP training)")
     q.add_argument("--out", default="build/reports/accuracy", help="output folder")
     q.add_argument("--seeds", type=_positive_int, default=3, help="seeds per setting")

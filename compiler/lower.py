@@ -57,6 +57,9 @@ class _Lowering(ConvLowering, MatMulLowering):
             nodes.pop()
             loss_name = last.name
             last = self.g.node(self._source(last.inputs[0]))
+        for node in nodes:  # fail fast: a layer that cannot be tiled, before any lowering
+            if node.kind == "conv" and not node.alias:
+                self.check_fits(node)
         for node in nodes:
             self.forward(node)
         logits = self._source(last.name)

@@ -148,15 +148,7 @@ class ConvLowering(LoweringBase):
         wgt_half = self.entries(Buffer.WGT) // 2
         act_q = self.entries(Buffer.ACT) // 4
         acc_half = self.entries(Buffer.ACC) // 2
-        to = min(rows_total, wgt_half // kc_total) if kc_total <= wgt_half else 0
-        if to >= self.p.array_cols:
-            to = round_down(to, self.p.array_cols)
-        if to < 1:
-            raise ShapeError(
-                f"layer {node.name!r}: one row of its {phase.value} weights ({kc_total} "
-                f"elements) does not fit half the WGT buffer ({wgt_half}) of {self.p.name}"
-            )
-        tp_limit = min(4096, acc_half // to, act_q // to, act_q // m)
+        to, tp_limit = self.ws_sizes(node, phase, rows_total, k_total, nm)
         tiles = position_tiles(out_h, out_w, self.batch, tp_limit, node.name)
         ilv = self.p.interleave if self.o.interleave else 1
         for r0 in range(0, rows_total, to):
@@ -259,6 +251,44 @@ class ConvLowering(LoweringBase):
                 y0, x0, step = out_at
                 self.store_window(out, r0, nr, y0, x0, step, tile, o_base, node.name, phase)
 
+    def ws_sizes(self, node: Node, phase: Phase, rows_total: int, k_total: int,
+                 nm: tuple[int, int]) -> tuple[int, int]:  # fmt: skip
+        """Rows of A per resident block and the most positions per tile of a WS GEMM pass.
+
+        All K chunks of a block of A rows stay in half the WGT buffer; a tile's outputs fit
+        half the ACC buffer and a quarter of ACT (their FP16 copy), its B chunks another
+        quarter. Raises ShapeError when not even one row or one batch of positions fits.
+        """
+        n, m = nm
+        kc_total = k_total * n // m
+        wgt_half = self.entries(Buffer.WGT) // 2
+        act_q = self.entries(Buffer.ACT) // 4
+        acc_half = self.entries(Buffer.ACC) // 2
+        to = min(rows_total, wgt_half // kc_total) if kc_total <= wgt_half else 0
+        if to >= self.p.array_cols:
+            to = round_down(to, self.p.array_cols)
+        if to < 1:
+            raise ShapeError(
+                f"layer {node.name!r}: one row of its {phase.value} weights ({kc_total} "
+                f"elements) does not fit half the WGT buffer ({wgt_half}) of {self.p.name}"
+            )
+        tp_limit = min(4096, acc_half // to, act_q // to, act_q // m)
+        if self.batch > tp_limit:
+            raise ShapeError(
+                f"layer {node.name!r}: batch {self.batch} exceeds the {tp_limit} positions a "
+                f"tile can hold in {self.p.name}; use a smaller batch or larger buffers"
+            )
+        return to, tp_limit
+
+    def check_fits(self, node: Node) -> None:
+        """Raise ShapeError now if a pass of this layer cannot be tiled for the buffers."""
+        shape = ConvShape.of(node)
+        self.ws_sizes(node, Phase.FF, shape.c_out, shape.k, node.ff_nm)
+        if self.needs_bp(node):
+            for _, _, pos in shape.phases():
+                self.ws_sizes(node, Phase.BP, shape.c_in, len(pos) * shape.c_out, node.bp_nm)
+        self.wu_tiles(node, shape)
+
     def needs_bp(self, node: Node) -> bool:
         """Whether the layer's BP pass runs (not for a layer reading the model's input)."""
         return self._source(node.inputs[0]) != "input"
@@ -298,6 +328,11 @@ class ConvLowering(LoweringBase):
                                 self.batch)  # fmt: skip
             else:
                 view = self.input_view(node, shape, target)
+                if view is None:
+                    # A linear cannot write a flattened gradient into a bordered tensor: it
+                    # writes a border-free one; gradient() copies it into a bordered one.
+                    target = self.grad(sname, f"{node.name}/flat", 0)
+                    view = self.input_view(node, shape, target)
                 assert view is not None
                 dx = view
             for index, (ph, pw, pos) in enumerate(shape.phases()):
