@@ -62,7 +62,8 @@ class ProcessingElement(wiring.Component):
       from ``+0`` sets ``acc_zero`` on its first operations instead. A column's chain moves
       one value per cycle and must hold still while the column's swaps take effect (R + I - 1
       cycles with a one-cycle skew per row), so a drain hides behind the next fold only when
-      the fold lasts at least ``R * I + R + I - 1`` cycles.
+      the fold lasts at least ``R * I + R + I - 1`` cycles. ``shadow_last`` shortens the
+      chain to the instruction's ``I`` when it interleaves fewer accumulations.
 
     **Weights.** ``w_load`` writes the next weight (value and index) into the shadow weight
     register; an operation with ``next_weight`` makes it the active weight and uses it,
@@ -121,7 +122,12 @@ class ProcessingElement(wiring.Component):
     shadow_in : ``In(32)``
         Value entering shadow 0 on a shift (from the PE above, or the array's edge).
     shadow_out : ``Out(32)``
-        Shadow ``I - 1``, the value leaving on a shift.
+        Shadow ``shadow_last``, the value leaving on a shift.
+    shadow_last : ``In(range(interleave))``, init ``interleave - 1``
+        Last shadow of the chain: an instruction that interleaves ``I < interleave``
+        accumulations uses a chain of ``I`` shadows per PE (``I - 1`` here), so a column
+        drains ``R * I`` values, not ``R * interleave``. The shadows past it still shift
+        and hold don't-care values.
     """
 
     def __init__(self, params: SATParams) -> None:
@@ -145,6 +151,7 @@ class ProcessingElement(wiring.Component):
                 "shadow_shift": In(1),
                 "shadow_in": In(32),
                 "shadow_out": Out(32),
+                "shadow_last": In(range(params.interleave), init=params.interleave - 1),
             }
         )
 
@@ -228,9 +235,10 @@ class ProcessingElement(wiring.Component):
             m.d.sync += shadows[0].eq(self.shadow_in)
             m.d.sync += [shadows[k].eq(shadows[k - 1]) for k in range(1, interleave)]
 
+        last_shadow = Array(shadows)[self.shadow_last] if interleave > 1 else shadows[0]
         m.d.comb += [
             self.psum_out.eq(adder.o.result),
             self.psum_valid.eq(adder.o.valid & done_chained),
-            self.shadow_out.eq(shadows[-1]),
+            self.shadow_out.eq(last_shadow),
         ]
         return m

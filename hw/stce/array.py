@@ -1,0 +1,551 @@
+# Ref: C. Fang et al., "Efficient N:M Sparse DNN Training Using Algorithm, Architecture, and
+#      Dataflow Co-Design", IEEE TCAD 2023 (STCE: a systolic array of N:M PEs, weight- and
+#      output-stationary dataflows, interleave mapping).
+# Ref: H. T. Kung, "Why systolic architectures?", IEEE Computer 1982 (skewed streams, fill
+#      and drain); N. P. Jouppi et al., "In-datacenter performance analysis of a tensor
+#      processing unit", ISCA 2017 (weight-stationary array, partial sums down the columns).
+# Ref: docs/isa.md, section GEMM (loop nest, gemm_ws_cycles, gemm_os_cycles) and the unit
+#      contract of the execution units (start, payload, done at s + isa.cycles).
+# Ref: sim/model/stce.py (the executable semantics, bit for bit); docs/numerics.md.
+"""The STCE: the systolic GEMM engine, the execution unit of the compute queue."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from amaranth.hdl import Module, Mux, Signal, Value
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..arith._stages import delay
+from ..isa import PAYLOADS, Buffer, Opcode, buffer_entries
+from ..mem.buffer import WideReadPortSignature, WideWritePortSignature
+from ..params import SATParams
+from ._control import (
+    ADDR_BITS,
+    Decoded,
+    acc_layout,
+    os_master,
+    row_layout,
+    step_acc,
+    step_col,
+    step_row,
+    weight_buses,
+    ws_master,
+)
+from .pe import ProcessingElement
+
+__all__ = ["STCE"]
+
+_NEGATIVE_ZERO_FP16 = 0x8000
+
+
+def _op_layout(params: SATParams) -> data.StructLayout:
+    """One PE operation as it moves right along a row (one register per PE)."""
+    return data.StructLayout(
+        {
+            "mac": 1,
+            "next_weight": 1,
+            "chained": 1,
+            "acc_sel": max(1, (params.interleave - 1).bit_length()),
+            "acc_swap": 1,
+            "acc_zero": 1,
+            "w_load": 1,
+            "w_value": 16,
+            "w_index": params.index_bits,
+        }
+    )
+
+
+def _edge_layout(params: SATParams) -> data.StructLayout:
+    """What a row's left edge registers between its read cycle and its operation cycle."""
+    return data.StructLayout(
+        {
+            "mac": 1,
+            "next_weight": 1,
+            "chained": 1,
+            "acc_sel": max(1, (params.interleave - 1).bit_length()),
+            "acc_swap": 1,
+            "acc_zero": 1,
+            "w_load": 1,
+            "act_zero": 1,
+            "buses": data.ArrayLayout(
+                data.StructLayout(
+                    {
+                        "valid": 1,
+                        "col": max(1, (params.array_cols - 1).bit_length()),
+                        "zero": 1,
+                    }
+                ),
+                weight_buses(params),
+            ),
+        }
+    )
+
+
+class _Edge(NamedTuple):
+    """A row's left edge: its activation reads (WS), registered controls, the operation
+    entering column 0, and its weight buses' values and indices (WS)."""
+
+    acts: list[tuple[Value, Value]]
+    regs: Any
+    op: Any
+    bus_values: list[Value]
+    bus_indices: list[Value]
+
+
+class _PsumColumn(NamedTuple):
+    """A column's weight-stationary partial sum at the top: read request and value."""
+
+    valid: Value
+    rd: Value
+    addr: Value
+    i: Value
+    top: Value
+
+
+class STCE(wiring.Component):
+    """Executes GEMM: ``ACC[C] = WGT[A] . ACT[B] (+ ACC[C])`` on an R x C systolic array.
+
+    The array is ``array_rows x array_cols`` :class:`~nmsat.hw.stce.ProcessingElement`\\ s.
+    It computes exactly :func:`nmsat.sim.model.gemm` in exact mode, dense or N:M (every
+    pattern ``n <= m`` with ``m <= m_max``), with B in either layout (``b_trans``), and takes
+    exactly :func:`nmsat.hw.isa.cycles` cycles: ``gemm_ws_cycles`` or ``gemm_os_cycles``.
+
+    **Unit contract.** ``start`` is a one-cycle pulse with the payload ``gemm`` valid in that
+    cycle (it is latched). If that is cycle ``s``, ``done`` pulses in cycle
+    ``s + isa.cycles(instr)``; every write to ACC is stored by then (a read issued in that
+    cycle sees it), and ``start`` may pulse again in that same cycle.
+
+    **Weight-stationary** (``dataflow = WS``). PE ``(r, c)`` holds ``A[i, q]`` with
+    ``q = fk * R + r`` and ``i = fi * C + c``; B's column ``j`` streams through as one
+    vector per cycle, partial sums flow down the columns (``R * L`` cycles through the
+    chained adders, ``L = adder_latency``) and leave the bottom row into ACC. Folds run
+    ``fk`` outer and ``fi`` inner (all output blocks round robin, at least the
+    ``min(interleave, Fi)`` the formula assumes), each a window of ``step`` cycles
+    (``gemm_ws_cycles``) whose ``cols`` vectors come at its end; the first window starts
+    ``R`` cycles after ``start``. Row ``r`` sees everything ``r * L`` cycles after row 0
+    (the adder skew), column ``c`` one cycle later than column ``c - 1``. A fold's weights
+    load column by column through a per-row weight bus, each in the cycle of the fold's
+    first vector at that PE (the PE's bypass), so no fold waits for weights; a fold may
+    last only R cycles, so with ``C > R`` folds take turns on ``B = ceil(C / R)`` buses
+    per row. Rows past
+    ``Kc`` in the last reduction fold multiply ``-0`` by ``+0``: adding ``-0`` leaves every
+    partial sum unchanged, ``-0`` included. A later reduction fold reads the partial sums
+    back ``Fi * step >= R * L + C`` cycles after they were written.
+
+    **Output-stationary** (``dataflow = OS``). PE ``(r, c)`` accumulates outputs
+    ``(fi * R + r, fj * C * I + a * C + c)`` for its ``I = min(interleave, ceil(cols / C))``
+    accumulators ``a``, round robin, one step of the reduction per ``max(I, L)`` cycles; A
+    moves right (loaded through the PE's weight bypass), the activation groups move down.
+    A fold's results leave, and the next fold's initial sums (``accumulate``) enter, through
+    each column's chain of shadow registers while the next fold computes; the drain after
+    the last fold swaps the accumulators out and shifts them down.
+
+    **Buffer ports.** Every array edge reads its own operands in the cycle before it needs
+    them, so each port is one element wide and reads at most once per cycle:
+
+    - ``act_read``: ``max(R, C) * m_max`` ports, ``m_max`` per edge: row ``r``'s activation
+      group (WS) or column ``c``'s (OS). N:M needs all ``m`` activations of a group for one
+      compressed weight, hence ``m / n`` times the dense bandwidth, and B's layout makes the
+      group and the edges strided in one of the two ``b_trans`` layouts.
+    - ``wgt_read`` and ``idx_read``: ``R * B`` ports, one per row and weight bus (A is
+      read per row; ``B = ceil(C / R)``, 1 for square arrays; OS uses bus 0).
+    - ``acc_read`` and ``acc_write``: ``C`` ports each, one per column (partial sums in and
+      out of the columns, or the shadow chains).
+
+    Parameters
+    ----------
+    params : SATParams
+        The array size, ``adder_latency``, ``interleave``, ``m_max``, ``index_bits`` and the
+        buffer sizes.
+
+    Members
+    -------
+    start : ``In(1)``
+        Start the GEMM in ``gemm`` (when idle, or in the cycle of ``done``).
+    gemm : ``In(isa.PAYLOADS[Opcode.GEMM])``
+        The payload, valid with ``start``.
+    busy : ``Out(1)``
+        A GEMM runs: from the cycle after ``start`` to the cycle before ``done``.
+    done : ``Out(1)``
+        One-cycle pulse in cycle ``s + isa.cycles(instr)``.
+    act_read : ``In(WideReadPortSignature(act entries, 16, 1)).array(max(R, C) * m_max)``
+        Activations (B); port ``e * m_max + u`` is lane ``u`` of edge ``e``'s group.
+    wgt_read : ``In(WideReadPortSignature(wgt entries, 16, 1)).array(R * B)``
+        A's values; port ``r * B + b`` is row ``r``'s weight bus ``b``.
+    idx_read : ``In(WideReadPortSignature(wgt entries, index_bits, 1)).array(R * B)``
+        A's N:M indices (the same addresses as ``wgt_read``); unused when dense.
+    acc_read : ``In(WideReadPortSignature(acc entries, 32, 1)).array(C)``
+        Initial and partial sums, one port per column.
+    acc_write : ``In(WideWritePortSignature(acc entries, 32, 1)).array(C)``
+        Results and partial sums, one port per column.
+    """
+
+    def __init__(self, params: SATParams) -> None:
+        self._params = params
+        rows, cols = params.array_rows, params.array_cols
+        buses = weight_buses(params)
+        act = buffer_entries(Buffer.ACT, params)
+        wgt = buffer_entries(Buffer.WGT, params)
+        acc = buffer_entries(Buffer.ACC, params)
+
+        def read(depth: int, bits: int) -> WideReadPortSignature:
+            return WideReadPortSignature(depth_entries=depth, element_bits=bits, lanes=1)
+
+        super().__init__(
+            {
+                "start": In(1),
+                "gemm": In(PAYLOADS[Opcode.GEMM]),
+                "busy": Out(1),
+                "done": Out(1),
+                "act_read": In(read(act, 16)).array(self.act_port_count),
+                "wgt_read": In(read(wgt, 16)).array(rows * buses),
+                "idx_read": In(read(wgt, params.index_bits)).array(rows * buses),
+                "acc_read": In(read(acc, 32)).array(cols),
+                "acc_write": In(
+                    WideWritePortSignature(depth_entries=acc, element_bits=32, lanes=1)
+                ).array(cols),
+            }
+        )
+
+    @property
+    def params(self) -> SATParams:
+        """The parameter set the STCE was built for."""
+        return self._params
+
+    @property
+    def act_port_count(self) -> int:
+        """Activation read ports: ``max(R, C) * m_max``."""
+        p = self._params
+        return max(p.array_rows, p.array_cols) * p.m_max
+
+    def elaborate(self, platform: object) -> Module:
+        # The logic is split into one submodule per row, column, edge and PE: the simulator
+        # re-evaluates a module's combinational logic as a whole when any input changes.
+        m = Module()
+        params = self._params
+        R, C = params.array_rows, params.array_cols
+
+        # -- the instruction: latched, and visible in the start cycle itself ---------------
+        top = Module()
+        m.submodules.decode = top
+        layout = PAYLOADS[Opcode.GEMM]
+        cfg_reg = Signal(layout, name="cfg_reg")
+        cfg = Signal(layout, name="cfg")
+        with top.If(self.start):
+            top.d.sync += cfg_reg.eq(self.gemm)
+        top.d.comb += cfg.eq(Mux(self.start, self.gemm, cfg_reg))
+        d = Decoded(top, cfg, params)
+
+        ws_module, os_module = Module(), Module()
+        m.submodules.ws_master = ws_module
+        m.submodules.os_master = os_module
+        ws_row0, ws_acc0 = ws_master(ws_module, self.start, d, params)
+        os_row0, os_col0 = os_master(os_module, self.start, d, params)
+        row0 = Signal(row_layout(params), name="row0")
+        top.d.comb += row0.eq(Mux(d.ws, ws_row0, os_row0))
+
+        edges = self._build_rows(m, d, row0)
+        os_cols, shifts, os_reads = self._build_os_columns(m, d, os_col0)
+        psums, sums = self._build_ws_columns(m, d, ws_acc0)
+        groups = self._build_act_ports(m, d, edges, os_cols)
+        pes = self._build_cells(m, d, edges, groups, shifts, psums)
+
+        # -- accumulator ports -----------------------------------------------------------------
+        for c in range(C):
+            col = Module()
+            m.submodules[f"acc_port{c}"] = col
+            psum, out, shift = psums[c], sums[c], shifts[c]
+            os_en, os_addr = os_reads[c]
+            bottom = pes[R - 1][c]
+            col.d.comb += [
+                self.acc_read[c].en.eq(
+                    Mux(d.ws, psum.valid & psum.rd & (psum.i < cfg.rows), os_en)
+                ),
+                self.acc_read[c].addr.eq(Mux(d.ws, psum.addr, os_addr)),
+                self.acc_write[c].en.eq(
+                    Mux(d.ws, out.valid & (out.i < cfg.rows), shift.shift & shift.wr)
+                ),
+                self.acc_write[c].addr.eq(Mux(d.ws, out.addr, shift.addr)),
+                self.acc_write[c].data[0].eq(Mux(d.ws, bottom.psum_out, bottom.shadow_out)),
+            ]
+        done_next = Signal()
+        top.d.comb += done_next.eq((sums[C - 1].valid & sums[C - 1].last) | shifts[C - 1].last)
+        top.d.sync += self.done.eq(done_next)
+        with top.If(self.start):
+            top.d.sync += self.busy.eq(1)
+        with top.Elif(done_next):
+            top.d.sync += self.busy.eq(0)
+        return m
+
+    def _build_rows(self, m: Module, d: Decoded, row0: Any) -> list[_Edge]:
+        """Build the row chain; drive the WGT and IDX ports; return each row's edge."""
+        params = self._params
+        R, L, lanes = params.array_rows, params.adder_latency, params.m_max
+        buses = weight_buses(params)
+        cfg, ws = d.cfg, d.ws
+        edges = []
+        rec = row0
+        for r in range(R):
+            rm = Module()
+            m.submodules[f"row{r}"] = rm
+            if r:
+                # Row r sees row r - 1's records L cycles later (WS) or 1 cycle later (OS).
+                stage = step_row(rm, rec, d, f"row{r}_next")
+                stages = [stage]
+                for k in range(L):
+                    reg = Signal.like(stage, name=f"row{r}_d{k + 1}")
+                    rm.d.sync += reg.eq(stages[-1])
+                    stages.append(reg)
+                rec = Signal.like(stage, name=f"row{r}")
+                rm.d.comb += rec.eq(Mux(ws, stages[L], stages[1]))
+            q_ok = Signal(name=f"row{r}_q_ok")
+            rm.d.comb += q_ok.eq(rec.q < d.kc)
+            acts = []
+            for u in range(lanes):
+                en = Signal(name=f"row{r}_act{u}_en")
+                addr = Signal(ADDR_BITS, name=f"row{r}_act{u}_addr")
+                rm.d.comb += [
+                    en.eq(ws & rec.op & q_ok & (d.m_eff > u)),
+                    addr.eq(rec.act_addr + d.lane_off[u]),
+                ]
+                acts.append((en, addr))
+            regs = Signal(_edge_layout(params), name=f"row{r}_edge")
+            bus_values, bus_indices = [], []
+            for b in range(buses):
+                load = rec.loads[b]
+                w_ok = load.q < d.kc
+                w_en = Signal(name=f"row{r}_w{b}_en")
+                if b:
+                    rm.d.comb += w_en.eq(ws & load.valid & w_ok & (load.i < cfg.rows))
+                else:
+                    os_load = rec.op & rec.first & (load.i < cfg.rows)
+                    rm.d.comb += w_en.eq(Mux(ws, load.valid & w_ok & (load.i < cfg.rows), os_load))
+                wgt, idx = self.wgt_read[r * buses + b], self.idx_read[r * buses + b]
+                value = Signal(16, name=f"row{r}_bus{b}_value")
+                index = Signal(params.index_bits, name=f"row{r}_bus{b}_index")
+                rm.d.comb += [
+                    wgt.en.eq(w_en),
+                    wgt.addr.eq(load.addr),
+                    idx.en.eq(w_en & ~d.dense),
+                    idx.addr.eq(load.addr),
+                    index.eq(idx.data[0] & d.idx_mask),
+                    value.eq(Mux(regs.buses[b].zero, _NEGATIVE_ZERO_FP16, wgt.data[0])),
+                ]
+                rm.d.sync += [
+                    regs.buses[b].valid.eq(ws & load.valid),
+                    regs.buses[b].col.eq(load.col),
+                    regs.buses[b].zero.eq(~w_ok),
+                ]
+                bus_values.append(value)
+                bus_indices.append(index)
+            rm.d.sync += [
+                regs.mac.eq(rec.op & rec.mac),
+                regs.next_weight.eq(rec.op & rec.first),
+                regs.chained.eq(ws),
+                regs.acc_sel.eq(rec.acc_sel),
+                regs.acc_swap.eq(rec.op & rec.swap & ~ws),
+                regs.acc_zero.eq(rec.op & rec.zero & ~ws),
+                regs.w_load.eq(rec.op & rec.first & ~ws),
+                regs.act_zero.eq(ws & ~q_ok),
+            ]
+            # The operation entering column 0 in the cycle the data arrives.
+            op = Signal(_op_layout(params), name=f"op_{r}_0")
+            rm.d.comb += [
+                op.mac.eq(regs.mac),
+                op.next_weight.eq(regs.next_weight),
+                op.chained.eq(regs.chained),
+                op.acc_sel.eq(regs.acc_sel),
+                op.acc_swap.eq(regs.acc_swap),
+                op.acc_zero.eq(regs.acc_zero),
+                op.w_load.eq(regs.w_load),
+                op.w_value.eq(self.wgt_read[r * buses].data[0]),
+                op.w_index.eq(bus_indices[0]),
+            ]
+            edges.append(_Edge(acts, regs, op, bus_values, bus_indices))
+        return edges
+
+    def _build_os_columns(
+        self, m: Module, d: Decoded, col0: Any
+    ) -> tuple[list[Any], list[Any], list[tuple[Value, Value]]]:
+        """Build the output-stationary column chain; return each column's record, its
+        shadow-chain shift (and write) one cycle later, and its ACC read."""
+        C = self._params.array_cols
+        cfg = d.cfg
+        cols, shifts, reads = [], [], []
+        rec = col0
+        for c in range(C):
+            cm = Module()
+            m.submodules[f"os_col{c}"] = cm
+            if c:
+                nxt = step_col(cm, rec, d, f"os_col{c}_next")
+                rec = Signal.like(nxt, name=f"os_col{c}")
+                cm.d.sync += rec.eq(nxt)
+            cols.append(rec)
+            en = Signal(name=f"os_col{c}_rd_en")
+            cm.d.comb += en.eq(rec.rd & (rec.rd_i < cfg.rows) & (rec.rd_j < cfg.cols))
+            reads.append((en, rec.rd_addr))
+            shift = Signal(
+                data.StructLayout({"shift": 1, "wr": 1, "addr": ADDR_BITS, "last": 1}),
+                name=f"os_col{c}_shift",
+            )
+            cm.d.sync += [
+                shift.shift.eq(rec.ch),
+                shift.wr.eq(rec.wr & (rec.wr_i < cfg.rows) & (rec.wr_j < cfg.cols)),
+                shift.addr.eq(rec.wr_addr),
+                shift.last.eq(rec.last),
+            ]
+            shifts.append(shift)
+        return cols, shifts, reads
+
+    def _build_ws_columns(self, m: Module, d: Decoded, acc0: Any) -> tuple[list[Any], list[Any]]:
+        """Build the weight-stationary partial-sum chains: into the top, out of the bottom."""
+        params = self._params
+        R, C, L = params.array_rows, params.array_cols, params.adder_latency
+        psums, sums = [], []
+        psum = sum_ = None
+        for c in range(C):
+            cm = Module()
+            m.submodules[f"ws_col{c}"] = cm
+            if c:
+                nxt = step_acc(cm, psum, d, f"psum{c}_next")
+                psum = Signal.like(nxt, name=f"psum{c}")
+                cm.d.sync += psum.eq(nxt)
+                nxt = step_acc(cm, sum_, d, f"sum{c}_next")
+                sum_ = Signal.like(nxt, name=f"sum{c}")
+                cm.d.sync += sum_.eq(nxt)
+            else:
+                psum = Signal(acc_layout(), name="psum0")
+                cm.d.sync += psum.eq(acc0)
+                # A sum leaves the bottom 1 + R * L cycles after it entered the top.
+                sum_ = Signal(acc_layout(), name="sum0")
+                cm.d.comb += sum_.eq(delay(cm, psum, 1 + R * L, "sum0", reset_less=False))
+            flag = Signal(name=f"psum{c}_from_acc")
+            cm.d.sync += flag.eq(psum.rd)
+            psum_top = Signal(32, name=f"psum{c}_top")
+            cm.d.comb += psum_top.eq(Mux(flag, self.acc_read[c].data[0], 0))
+            psums.append(_PsumColumn(psum.valid, psum.rd, psum.addr, psum.i, psum_top))
+            sums.append(sum_)
+        return psums, sums
+
+    def _build_act_ports(
+        self, m: Module, d: Decoded, edges: list[_Edge], cols: list[Any]
+    ) -> list[Any]:
+        """Drive the activation ports; return each edge's group as it arrives."""
+        params = self._params
+        R, C, lanes = params.array_rows, params.array_cols, params.m_max
+        cfg, ws = d.cfg, d.ws
+        groups = []
+        for e in range(max(R, C)):
+            am = Module()
+            m.submodules[f"act{e}"] = am
+            group = Signal(data.ArrayLayout(16, lanes), name=f"act_group{e}")
+            col = cols[e] if e < C else None
+            for u in range(lanes):
+                port = self.act_read[e * lanes + u]
+                ws_en, ws_addr = edges[e].acts[u] if e < R else (0, 0)
+                os_en: Value | int = 0
+                os_addr: Value | int = 0
+                if col is not None:
+                    os_en = ~ws & col.op & (d.m_eff > u) & (col.j < cfg.cols)
+                    os_addr = col.act_addr + d.lane_off[u]
+                am.d.comb += [
+                    port.en.eq(ws_en | os_en),
+                    port.addr.eq(Mux(ws, ws_addr, os_addr)),
+                    group[u].eq(port.data[0]),
+                ]
+            groups.append(group)
+        return groups
+
+    def _build_cells(
+        self,
+        m: Module,
+        d: Decoded,
+        edges: list[_Edge],
+        groups: list[Any],
+        shifts: list[Any],
+        psums: list[_PsumColumn],
+    ) -> list[list[ProcessingElement]]:
+        """Build the PEs with their hop registers (operations right, activations right in WS
+        and down in OS) and chain them down the columns."""
+        params = self._params
+        R, C, lanes = params.array_rows, params.array_cols, params.m_max
+        ws = d.ws
+        acts_layout = data.ArrayLayout(16, lanes)
+        pes = [[ProcessingElement(params) for _ in range(C)] for _ in range(R)]
+        acts: list[list[Any]] = [[None] * C for _ in range(R)]
+        shadow_last = Signal(range(params.interleave), name="shadow_last")
+        m.submodules.cells_common = common = Module()
+        common.d.comb += shadow_last.eq(d.os_ilv - 1)
+        for r in range(R):
+            edge = edges[r]
+            op = edge.op
+            forced = Signal(acts_layout, name=f"row{r}_acts")
+            m.submodules[f"row{r}_acts"] = fm = Module()
+            fm.d.comb += forced.eq(Mux(edge.regs.act_zero, 0, groups[r]))
+            for c in range(C):
+                cell = Module()
+                m.submodules[f"cell_{r}_{c}"] = cell
+                pe = pes[r][c]
+                cell.submodules.pe = pe
+                if c:
+                    hop = Signal(_op_layout(params), name=f"op_{r}_{c}")
+                    cell.d.sync += hop.eq(op)
+                    op = hop
+                value = Signal(acts_layout, name=f"acts_{r}_{c}")
+                if (r, c) != (0, 0):
+                    # The activation hop register: from the left (WS) or from above (OS).
+                    act_hop = Signal(acts_layout, name=f"acts_{r}_{c}_hop")
+                    if r == 0:
+                        cell.d.sync += act_hop.eq(acts[r][c - 1])
+                    elif c == 0:
+                        cell.d.sync += act_hop.eq(acts[r - 1][c])
+                    else:
+                        cell.d.sync += act_hop.eq(Mux(ws, acts[r][c - 1], acts[r - 1][c]))
+                if (r, c) == (0, 0):
+                    cell.d.comb += value.eq(forced)
+                elif c == 0:
+                    cell.d.comb += value.eq(Mux(ws, forced, act_hop))
+                elif r == 0:
+                    cell.d.comb += value.eq(Mux(ws, act_hop, groups[c]))
+                else:
+                    cell.d.comb += value.eq(act_hop)
+                acts[r][c] = value
+                # WS: the weight bus that loads this column this cycle (at most one does).
+                bus_load: Value = 0
+                bus_value: Value = edge.bus_values[0]
+                bus_index: Value = edge.bus_indices[0]
+                for b, bus in enumerate(edge.regs.buses):
+                    hit = bus.valid & (bus.col == c)
+                    bus_load = bus_load | hit
+                    if b:
+                        bus_value = Mux(hit, edge.bus_values[b], bus_value)
+                        bus_index = Mux(hit, edge.bus_indices[b], bus_index)
+                cell.d.comb += [
+                    pe.mac.eq(op.mac),
+                    pe.next_weight.eq(op.next_weight),
+                    pe.chained.eq(op.chained),
+                    pe.acc_sel.eq(op.acc_sel),
+                    pe.acc_swap.eq(op.acc_swap),
+                    pe.acc_zero.eq(op.acc_zero),
+                    pe.w_load.eq(Mux(ws, bus_load, op.w_load)),
+                    pe.w_value.eq(Mux(ws, bus_value, op.w_value)),
+                    pe.w_index.eq(Mux(ws, bus_index, op.w_index)),
+                    pe.acts.eq(value),
+                    pe.dense.eq(d.dense),
+                    pe.shadow_shift.eq(shifts[c].shift),
+                    pe.shadow_last.eq(shadow_last),
+                ]
+                if r == 0:
+                    cell.d.comb += [
+                        pe.psum_in.eq(psums[c].top),
+                        pe.shadow_in.eq(self.acc_read[c].data[0]),
+                    ]
+                else:
+                    above = pes[r - 1][c]
+                    cell.d.comb += [
+                        pe.psum_in.eq(above.psum_out),
+                        pe.shadow_in.eq(above.shadow_out),
+                    ]
+        return pes
