@@ -156,6 +156,37 @@ def _cmd_report_accuracy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from nmsat.hw.isa_asm import read_program
+    from nmsat.hw.params import load_params
+    from nmsat.sim.model import Machine
+
+    params = load_params(args.config, args.overrides)
+    words = read_program(args.program)
+    machine = Machine(params, args.mode)
+    machine.load_program(words)
+    result = machine.run(args.start_pc)
+    if result.status != "done":
+        raise NmsatError(
+            f"{args.program}: error at pc {result.pc} ({result.opcode or '?'}) after "
+            f"{result.cycles} cycles: {result.cause}"
+        )
+    ev = result.events
+    print(
+        f"{args.program}: done in {result.cycles:,} cycles on {params.name} "
+        f"({result.instructions} instructions from pc {args.start_pc}, {args.mode} mode)"
+    )
+    busy = {
+        q: getattr(ev, f"busy_{q}_cycles") for q in ("load", "compute", "prune", "update", "store")
+    }
+    print("busy cycles: " + ", ".join(f"{q} {v:,}" for q, v in busy.items()))
+    print(
+        f"MACs executed {ev.macs_executed:,}, DRAM bytes read {ev.dram_read_bytes:,}, "
+        f"written {ev.dram_write_bytes:,}"
+    )
+    return 0
+
+
 def _cmd_report_speedup(args: argparse.Namespace) -> int:
     from nmsat.reports.speedup import PATTERNS, WORKLOADS, make_speedup_report
 
@@ -247,29 +278,45 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     params, prog = _compile(args)
     model = _load_model(args.model, args.batch)
-    with tqdm(total=None, desc="segments", unit="seg", disable=args.no_progress or None,
-              leave=False) as bar:  # fmt: skip
+    with tqdm(
+        total=None, desc="segments", unit="seg", disable=args.no_progress or None, leave=False
+    ) as bar:
 
         def progress(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)
 
-        summary = simulate_step(model, prog.nm, params, prog.options, mode=args.mode,
-                                energy_table=args.energy_table, progress=progress,
-                                program=prog)  # fmt: skip
+        summary = simulate_step(
+            model,
+            prog.nm,
+            params,
+            prog.options,
+            mode=args.mode,
+            energy_table=args.energy_table,
+            progress=progress,
+            program=prog,
+        )
     record = summary.to_json()
-    print(f"{record['model']} batch {record['batch']} {record['nm']} on {record['config']} "
-          f"({args.mode} mode; optimisations: {prog.options.describe()})")  # fmt: skip
-    print(f"  cycles            {record['cycles']:>16,d}   {record['seconds'] * 1e3:.3f} ms at "
-          f"{params.clock_hz / 1e6:g} MHz")  # fmt: skip
+    print(
+        f"{record['model']} batch {record['batch']} {record['nm']} on {record['config']} "
+        f"({args.mode} mode; optimisations: {prog.options.describe()})"
+    )
+    print(
+        f"  cycles            {record['cycles']:>16,d}   {record['seconds'] * 1e3:.3f} ms at "
+        f"{params.clock_hz / 1e6:g} MHz"
+    )
     for name, value in record["passes"].items():
         share = value / max(1, record["cycles"])
         print(f"    {name:<15} {value:>16,d}   {share:6.1%}")
     print(f"  utilization       {record['utilization']:>16.1%}")
-    print(f"  throughput        {record['throughput_effective_tmacs']:>16.3f}   TMAC/s effective "
-          f"(dense-equivalent), {record['throughput_executed_tmacs']:.3f} executed")  # fmt: skip
-    print(f"  energy            {record['energy_pj'] / 1e6:>16.3f}   uJ (table "
-          f"{record['energy_table']})")  # fmt: skip
+    print(
+        f"  throughput        {record['throughput_effective_tmacs']:>16.3f}   TMAC/s effective "
+        f"(dense-equivalent), {record['throughput_executed_tmacs']:.3f} executed"
+    )
+    print(
+        f"  energy            {record['energy_pj'] / 1e6:>16.3f}   uJ (table "
+        f"{record['energy_table']})"
+    )
     hosts = record["host_ops"]
     if hosts:
         kinds = sorted({h["kind"] for h in hosts})
@@ -366,9 +413,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.add_argument("--out", default="build/reports/speedup", help="output folder")
     p.add_argument("--batch", type=_positive_int, default=32, help="samples per step")
-    p.add_argument("--models", default=None,
-                   help="comma-separated zoo models (default: resnet18, resnet50, vgg16, "
-                   "vit_b16, bert_base)")  # fmt: skip
+    p.add_argument(
+        "--models",
+        default=None,
+        help="comma-separated zoo models (default: resnet18, resnet50, vgg16, vit_b16, bert_base)",
+    )
     p.add_argument(
         "--patterns",
         default=None,
@@ -395,6 +444,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_step_options(p)
     p.add_argument("--out", required=True, help="output base name: writes .nmsb, .s and .json")
     p.set_defaults(func=_cmd_compile)
+
+    p = sub.add_parser("run", help="run a program file (.nmsb) on the Python model")
+    p.add_argument("program", help=".nmsb program file")
+    _add_config(p)
+    p.add_argument("--mode", choices=("perf", "fast", "exact"), default="perf")
+    p.add_argument("--start-pc", type=int, default=0, help="first instruction (default 0)")
+    p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("simulate", help="simulate a training step: cycles, passes, energy")
     _add_step_options(p)

@@ -60,6 +60,8 @@ def compile_model(
     options = options or CompileOptions()
     graph = build_graph(model, nm, sparsity)
     prog = lower(graph, params, options)
+    if check:
+        verify(prog, params)
     prog = schedule(prog, params)
     if check:
         verify(prog, params)

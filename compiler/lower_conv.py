@@ -52,13 +52,17 @@ class ConvLowering(LoweringBase):
         if view is not None:
             return view
         if node.name not in self._reshaped:
-            t = self._alloc(f"act:{node.name}/in", "fp16",
-                            (shape.c_in, shape.h_in, shape.w_in, self.batch), "C,H,W,B",
-                            "activation")  # fmt: skip
-            self._reshaped[node.name] = TensorView(t.name, t.addr, shape.c_in, shape.h_in,
-                                                   shape.w_in, 0, self.batch)  # fmt: skip
-            self.b.host(HostOp("reshape", node.name, (source.name,), (t.name,),
-                               t.elements))  # fmt: skip
+            t = self._alloc(
+                f"act:{node.name}/in",
+                "fp16",
+                (shape.c_in, shape.h_in, shape.w_in, self.batch),
+                "C,H,W,B",
+                "activation",
+            )
+            self._reshaped[node.name] = TensorView(
+                t.name, t.addr, shape.c_in, shape.h_in, shape.w_in, 0, self.batch
+            )
+            self.b.host(HostOp("reshape", node.name, (source.name,), (t.name,), t.elements))
         return self._reshaped[node.name]
 
     def weights(self, node: Node, shape: ConvShape) -> dict[str, Tensor]:
@@ -251,8 +255,9 @@ class ConvLowering(LoweringBase):
                 y0, x0, step = out_at
                 self.store_window(out, r0, nr, y0, x0, step, tile, o_base, node.name, phase)
 
-    def ws_sizes(self, node: Node, phase: Phase, rows_total: int, k_total: int,
-                 nm: tuple[int, int]) -> tuple[int, int]:  # fmt: skip
+    def ws_sizes(
+        self, node: Node, phase: Phase, rows_total: int, k_total: int, nm: tuple[int, int]
+    ) -> tuple[int, int]:
         """Rows of A per resident block and the most positions per tile of a WS GEMM pass.
 
         All K chunks of a block of A rows stay in half the WGT buffer; a tile's outputs fit
@@ -321,11 +326,14 @@ class ConvLowering(LoweringBase):
             target = self.grad(sname, node.name, producer_pad)
             reshaped = node.name in self._reshaped
             if reshaped:
-                t = self._alloc(f"grad:{node.name}/in", "fp16",
-                                (shape.c_in, shape.h_in, shape.w_in, self.batch), "C,H,W,B",
-                                "gradient")  # fmt: skip
-                dx = TensorView(t.name, t.addr, shape.c_in, shape.h_in, shape.w_in, 0,
-                                self.batch)  # fmt: skip
+                t = self._alloc(
+                    f"grad:{node.name}/in",
+                    "fp16",
+                    (shape.c_in, shape.h_in, shape.w_in, self.batch),
+                    "C,H,W,B",
+                    "gradient",
+                )
+                dx = TensorView(t.name, t.addr, shape.c_in, shape.h_in, shape.w_in, 0, self.batch)
             else:
                 view = self.input_view(node, shape, target)
                 if view is None:
@@ -375,8 +383,15 @@ class ConvLowering(LoweringBase):
                     VecOp.COPY,
                 )
             if reshaped:
-                self.b.host(HostOp("reshape_bwd", node.name, (dx.name,), (target.name,),
-                                   dx.c * dx.h * dx.w * self.batch))  # fmt: skip
+                self.b.host(
+                    HostOp(
+                        "reshape_bwd",
+                        node.name,
+                        (dx.name,),
+                        (target.name,),
+                        dx.c * dx.h * dx.w * self.batch,
+                    )
+                )
             self._add_part(src, target.name)
         self.conv_wu(node, shape, dy, tensors)
 
@@ -400,8 +415,9 @@ class ConvLowering(LoweringBase):
         to = shape.c_out if shape.c_out <= cap else round_down(cap, m_rows)
         tk = 0
         if to >= 1:
-            tk = round_down(min(shape.k, limit // to, self.entries(Buffer.ACT) // 2 // self.batch),
-                            m_cols)  # fmt: skip
+            tk = round_down(
+                min(shape.k, limit // to, self.entries(Buffer.ACT) // 2 // self.batch), m_cols
+            )
         if to < 1 or tk < m_cols:
             raise ShapeError(
                 f"layer {node.name!r}: no weight tile fits the buffers of {self.p.name} at "

@@ -76,17 +76,34 @@ class MatMulLowering(LoweringBase):
             return self.act(src)
         return self.grad(self._source(src), node.name)
 
-    def _gather(self, pattern: _Pattern, h0: int, heads: int, buffer: Buffer, base: int,
-                node: Node, phase: Phase, store: bool = False,
-                transpose: bool = False) -> None:  # fmt: skip
+    def _gather(
+        self,
+        pattern: _Pattern,
+        h0: int,
+        heads: int,
+        buffer: Buffer,
+        base: int,
+        node: Node,
+        phase: Phase,
+        store: bool = False,
+        transpose: bool = False,
+    ) -> None:
         """One DMA transfer of heads ``h0 .. h0+heads`` of an operand (head outermost)."""
         view, offset, head_stride, dims = pattern
         if transpose:
             dims = dims[::-1]
         opcode = Opcode.STORE if store else Opcode.LOAD
         addr = view.addr + 2 * (offset + h0 * head_stride)
-        self._dma(opcode, buffer, base, addr, [(heads, head_stride), *dims, (1, 1)], node.name,
-                  phase, view.name)  # fmt: skip
+        self._dma(
+            opcode,
+            buffer,
+            base,
+            addr,
+            [(heads, head_stride), *dims, (1, 1)],
+            node.name,
+            phase,
+            view.name,
+        )
 
     def _heads_per_group(self, node: Node, rows: int, cols: int, depth: int) -> int:
         layer = node.layer
@@ -94,8 +111,12 @@ class MatMulLowering(LoweringBase):
         wgt_half = self.entries(Buffer.WGT) // 2
         act_q = self.entries(Buffer.ACT) // 4
         acc_half = self.entries(Buffer.ACC) // 2
-        group = min(layer.count, wgt_half // (rows * depth), act_q // (depth * cols),
-                    min(acc_half, act_q) // (rows * cols))  # fmt: skip
+        group = min(
+            layer.count,
+            wgt_half // (rows * depth),
+            act_q // (depth * cols),
+            min(acc_half, act_q) // (rows * cols),
+        )
         if group < 1:
             raise ShapeError(
                 f"layer {node.name!r}: a {rows}x{depth}x{cols} product does not fit the "
@@ -103,9 +124,20 @@ class MatMulLowering(LoweringBase):
             )
         return group
 
-    def _products(self, node: Node, phase: Phase, rows: int, cols: int, depth: int,
-                  a_pat: _Pattern, b_pat: _Pattern, out_pat: _Pattern, *,
-                  a_transpose: bool = False, b_trans: bool = False) -> None:  # fmt: skip
+    def _products(
+        self,
+        node: Node,
+        phase: Phase,
+        rows: int,
+        cols: int,
+        depth: int,
+        a_pat: _Pattern,
+        b_pat: _Pattern,
+        out_pat: _Pattern,
+        *,
+        a_transpose: bool = False,
+        b_trans: bool = False,
+    ) -> None:
         """Per group of heads: LOAD A (WGT) and B (ACT), one dense WS GEMM per head,
         convert to FP16, STORE C."""
         layer = node.layer
@@ -128,17 +160,39 @@ class MatMulLowering(LoweringBase):
                 c_addr = c_base + h * rows * cols
                 self.b.instr(
                     Opcode.GEMM,
-                    {"n": 1, "m": 1, "dataflow": Dataflow.WS, "accumulate": 0,
-                     "b_trans": int(b_trans), "interleave": ilv, "rows": rows, "cols": cols,
-                     "depth": depth, "a_addr": a_addr, "b_addr": b_addr, "c_addr": c_addr},
-                    layer=node.name, phase=phase,
-                    reads=(Region(Buffer.WGT, a_addr, rows * depth),
-                           Region(Buffer.ACT, b_addr, depth * cols)),
+                    {
+                        "n": 1,
+                        "m": 1,
+                        "dataflow": Dataflow.WS,
+                        "accumulate": 0,
+                        "b_trans": int(b_trans),
+                        "interleave": ilv,
+                        "rows": rows,
+                        "cols": cols,
+                        "depth": depth,
+                        "a_addr": a_addr,
+                        "b_addr": b_addr,
+                        "c_addr": c_addr,
+                    },
+                    layer=node.name,
+                    phase=phase,
+                    reads=(
+                        Region(Buffer.WGT, a_addr, rows * depth),
+                        Region(Buffer.ACT, b_addr, depth * cols),
+                    ),
                     writes=(Region(Buffer.ACC, c_addr, rows * cols),),
-                )  # fmt: skip
+                )
             o_base = self.slot("mm_o", Buffer.ACT, 2 * act_q, act_q)
-            self.vec(VecOp.COPY, Buffer.ACT, o_base, Buffer.ACC, c_base, g * rows * cols,
-                     node.name, phase)  # fmt: skip
+            self.vec(
+                VecOp.COPY,
+                Buffer.ACT,
+                o_base,
+                Buffer.ACC,
+                c_base,
+                g * rows * cols,
+                node.name,
+                phase,
+            )
             self._gather(out_pat, h0, g, Buffer.ACT, o_base, node, phase, store=True)
 
     def _output(self, node: Node, b: int, grad: bool) -> _Pattern:
@@ -155,8 +209,16 @@ class MatMulLowering(LoweringBase):
         assert isinstance(layer, MatMul)
         for b in range(self.batch):
             a_pat, b_pat = self._operands(node, b)
-            self._products(node, Phase.FF, layer.m, layer.n, layer.k, a_pat, b_pat,
-                           self._output(node, b, grad=False))  # fmt: skip
+            self._products(
+                node,
+                Phase.FF,
+                layer.m,
+                layer.n,
+                layer.k,
+                a_pat,
+                b_pat,
+                self._output(node, b, grad=False),
+            )
 
     def matmul_bp(self, node: Node) -> None:
         """BP: dA = dC B^T and dB = A^T dC, into the sources' gradients."""
@@ -167,10 +229,12 @@ class MatMulLowering(LoweringBase):
             da_pat, db_pat = self._operands(node, b, grad=True)
             dc_pat = self._output(node, b, grad=True)
             # dA[m][k] = dC[m][n] . (B[k][n])^T: B stored [k][n] is b_trans's [cols, depth].
-            self._products(node, Phase.BP, layer.m, layer.k, layer.n, dc_pat, b_pat, da_pat,
-                           b_trans=True)  # fmt: skip
+            self._products(
+                node, Phase.BP, layer.m, layer.k, layer.n, dc_pat, b_pat, da_pat, b_trans=True
+            )
             # dB[k][n] = A^T[k][m] . dC[m][n]
-            self._products(node, Phase.BP, layer.k, layer.n, layer.m, a_pat, dc_pat, db_pat,
-                           a_transpose=True)  # fmt: skip
+            self._products(
+                node, Phase.BP, layer.k, layer.n, layer.m, a_pat, dc_pat, db_pat, a_transpose=True
+            )
         for src in dict.fromkeys(node.inputs):
             self._add_part(src, self.grad(self._source(src), node.name).name)

@@ -94,8 +94,9 @@ def _attribute(result: RunResult, phase_of_pc: list[str]) -> dict[str, int]:
     out = dict.fromkeys(PASS_NAMES, 0)
     trace = result.trace
     events: list[tuple[int, int, int]] = []
-    for pc, start, complete in zip(trace.pc.tolist(), trace.start.tolist(),
-                                   trace.complete.tolist(), strict=True):  # fmt: skip
+    for pc, start, complete in zip(
+        trace.pc.tolist(), trace.start.tolist(), trace.complete.tolist(), strict=True
+    ):
         if start >= 0 and complete > start:
             events.append((start, 1, pc))
             events.append((complete, 0, pc))
@@ -222,8 +223,7 @@ def simulate(
                     write_tensor(machine, t, data[t.name])
     labels = np.asarray(data["labels"]) if data is not None and "labels" in data else None
     device_ops = [op for op in prog.ops if op.opcode is not None]
-    phase_of_pc = [op.phase.value if op.phase is not Phase.CONTROL else "idle"
-                   for op in device_ops]  # fmt: skip
+    phase_of_pc = [op.phase.value if op.phase is not Phase.CONTROL else "idle" for op in device_ops]
     segments = manifest["segments"]
     step_segments = [s for s in segments if s["kind"] == "step"]
     total = len(step_segments) + (1 if run_init else 0)
@@ -257,8 +257,15 @@ def simulate(
             progress(done, total)
     for host in manifest["host_after"]:
         hosts.append(HostOp.from_dict(host))
-    return StepResult(cycles, init_cycles, passes, events, len(step_segments), tuple(hosts),
-                      sum(s["halt_pc"] - s["start_pc"] + 1 for s in step_segments))  # fmt: skip
+    return StepResult(
+        cycles,
+        init_cycles,
+        passes,
+        events,
+        len(step_segments),
+        tuple(hosts),
+        sum(s["halt_pc"] - s["start_pc"] + 1 for s in step_segments),
+    )
 
 
 def _run_host(machine: Machine, prog: Program, op: HostOp, labels: NDArray[Any] | None) -> None:

@@ -131,5 +131,15 @@ def simulate_step(
     result = simulate(prog, params, mode, progress=progress)
     table = load_energy_table(energy_table or params.energy_table)
     energy = estimate_energy(result.events, result.cycles, params, table)
-    return StepSummary(model.name, params.name, model.batch, nm, options, mode, result, energy,
-                       params.clock_hz, params.pe_count)  # fmt: skip
+    return StepSummary(
+        model.name,
+        params.name,
+        model.batch,
+        nm,
+        options,
+        mode,
+        result,
+        energy,
+        params.clock_hz,
+        params.pe_count,
+    )

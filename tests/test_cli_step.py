@@ -18,8 +18,9 @@ def _one_line_error(capsys: pytest.CaptureFixture[str], *words: str) -> None:
         assert word in err, err
 
 
-def test_compile_writes_binary_listing_and_manifest(tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_compile_writes_binary_listing_and_manifest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "prog"
     args = ["compile", "--config", "tiny", "--model", "mlp", "--batch", "8", "--nm", "2:8"]
     assert main([*args, "--out", str(out)]) == 0
@@ -33,17 +34,41 @@ def test_compile_writes_binary_listing_and_manifest(tmp_path: Path,
     assert listing.count("\nHALT") == len(manifest["segments"])
 
 
-def test_simulate_prints_passes_and_writes_json(tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_simulate_prints_passes_and_writes_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "r.json"
-    args = ["simulate", "--config", "tiny", "--model", "mlp", "--batch", "8", "--nm", "2:4",
-            "--mode", "exact", "--no-progress", "--json", str(path)]  # fmt: skip
+    args = [
+        "simulate",
+        "--config",
+        "tiny",
+        "--model",
+        "mlp",
+        "--batch",
+        "8",
+        "--nm",
+        "2:4",
+        "--mode",
+        "exact",
+        "--no-progress",
+        "--json",
+        str(path),
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "utilization" in out and "horowitz45" in out
     record = json.loads(path.read_text())
-    for key in ("cycles", "seconds", "passes", "macs_executed", "macs_dense_equivalent",
-                "utilization", "energy_pj", "energy_table", "events"):  # fmt: skip
+    for key in (
+        "cycles",
+        "seconds",
+        "passes",
+        "macs_executed",
+        "macs_dense_equivalent",
+        "utilization",
+        "energy_pj",
+        "energy_table",
+        "events",
+    ):
         assert key in record
     assert sum(record["passes"].values()) == record["cycles"]
     assert set(record["passes"]) >= {"ff", "bp", "wu", "update", "prune"}
@@ -73,8 +98,9 @@ def test_simulate_prints_passes_and_writes_json(tmp_path: Path,
         ),
     ],
 )
-def test_step_errors_are_one_line(capsys: pytest.CaptureFixture[str], args: list[str],
-                                  words: list[str]) -> None:  # fmt: skip
+def test_step_errors_are_one_line(
+    capsys: pytest.CaptureFixture[str], args: list[str], words: list[str]
+) -> None:
     assert main(args) == 2
     _one_line_error(capsys, *words)
 
@@ -82,22 +108,81 @@ def test_step_errors_are_one_line(capsys: pytest.CaptureFixture[str], args: list
 def test_simulate_functional_mode_rejects_unsupported_host_work(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    args = ["simulate", "--config", "tiny", "--model", "cnn", "--batch", "2", "--mode", "fast",
-            "--no-progress"]  # fmt: skip
+    args = [
+        "simulate",
+        "--config",
+        "tiny",
+        "--model",
+        "cnn",
+        "--batch",
+        "2",
+        "--mode",
+        "fast",
+        "--no-progress",
+    ]
     assert main(args) == 2
     _one_line_error(capsys, "host operation", "perf")
 
 
 def test_report_on_tiny(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "rep"
-    args = ["report", "--config", "tiny", "--models", "mlp", "--batch", "8", "--jobs", "1",
-            "--no-progress", "--out", str(out)]  # fmt: skip
+    args = [
+        "report",
+        "--config",
+        "tiny",
+        "--models",
+        "mlp",
+        "--batch",
+        "8",
+        "--jobs",
+        "1",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     assert "bound 3M/(2N+M)" in capsys.readouterr().out
-    for name in ("README.md", "runs.csv", "speedup.png", "passes.png", "ablation.png",
-                 "energy.png"):  # fmt: skip
+    for name in (
+        "README.md",
+        "runs.csv",
+        "speedup.png",
+        "passes.png",
+        "ablation.png",
+        "energy.png",
+    ):
         assert (out / name).stat().st_size > 0
     readme = (out / "README.md").read_text()
     assert "horowitz45" in readme and "Ablation" in readme and "effective" in readme
     rows = (out / "runs.csv").read_text().splitlines()
     assert len(rows) == 1 + 4 + 4  # header, 4 patterns, 4 ablation variants
+
+
+def test_run_reports_the_error_pc_and_opcode(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = tmp_path / "good.s"
+    good.write_text(
+        "LOAD push=compute buffer=ACT rows=2 cols=8 dram_stride=8\n"
+        "GEMM pop=load n=2 m=8 rows=2 cols=8 depth=8 interleave=1\nHALT\n"
+    )
+    assert main(["isa", "asm", str(good), "--out", str(tmp_path / "good.nmsb")]) == 0
+    assert main(["run", str(tmp_path / "good.nmsb"), "--config", "tiny"]) == 0
+    assert "done in" in capsys.readouterr().out
+    # a GEMM past the ACC buffer of tiny (the assembler does not know the configuration)
+    bad = tmp_path / "bad.s"
+    bad.write_text(
+        "NOP queue=load\nGEMM n=1 m=1 rows=4 cols=4 depth=4 interleave=1 c_addr=9000\nHALT\n"
+    )
+    assert main(["isa", "asm", str(bad), "--out", str(tmp_path / "bad.nmsb")]) == 0
+    capsys.readouterr()
+    assert main(["run", str(tmp_path / "bad.nmsb"), "--config", "tiny"]) == 2
+    _one_line_error(capsys, "pc 1", "GEMM", "ACC")
+    # a token nobody pushes: deadlock at the waiting instruction
+    dead = tmp_path / "dead.s"
+    dead.write_text(
+        "NOP queue=load\nGEMM pop=store n=1 m=1 rows=4 cols=4 depth=4 interleave=1\nHALT\n"
+    )
+    assert main(["isa", "asm", str(dead), "--out", str(tmp_path / "dead.nmsb")]) == 0
+    capsys.readouterr()
+    assert main(["run", str(tmp_path / "dead.nmsb"), "--config", "tiny"]) == 2
+    _one_line_error(capsys, "pc 1", "GEMM")

@@ -57,8 +57,11 @@ def test_serial_baseline_chains_every_instruction() -> None:
 
 def test_interleave_switch_sets_the_gemm_field() -> None:
     on = {dict(op.fields)["interleave"] for op in _mlp().ops if op.opcode is Opcode.GEMM}
-    off = {dict(op.fields)["interleave"] for op in _mlp(CompileOptions(interleave=False)).ops
-           if op.opcode is Opcode.GEMM}  # fmt: skip
+    off = {
+        dict(op.fields)["interleave"]
+        for op in _mlp(CompileOptions(interleave=False)).ops
+        if op.opcode is Opcode.GEMM
+    }
     assert on == {TINY.interleave} and off == {1}
 
 
@@ -81,7 +84,7 @@ def test_verifier_catches_a_missing_token() -> None:
     index = next(i for i, op in enumerate(prog.ops) if op.push)
     ops = list(prog.ops)
     ops[index] = dataclasses.replace(ops[index], push=(), instr=None)
-    with pytest.raises(VerifyError, match="pop|pushed"):
+    with pytest.raises(VerifyError, match=r"pop|pushed"):
         verify(prog.replace(ops=tuple(ops)), TINY)
 
 

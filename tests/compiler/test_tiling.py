@@ -32,8 +32,12 @@ def _stored_elements(prog: Program, tensor: str) -> Counter[int]:
         planes = np.arange(f["planes"]) * f["plane_stride"]
         rows = np.arange(f["rows"]) * f["dram_stride"]
         cols = np.arange(f["cols"])
-        grid = base + (blocks[:, None, None, None] + planes[None, :, None, None]
-                       + rows[None, None, :, None] + cols[None, None, None, :])  # fmt: skip
+        grid = base + (
+            blocks[:, None, None, None]
+            + planes[None, :, None, None]
+            + rows[None, None, :, None]
+            + cols[None, None, None, :]
+        )
         written.update(grid.ravel().tolist())
     return written
 
@@ -56,8 +60,17 @@ def _convs(draw: st.DrawFn) -> tuple[Model, tuple[int, int]]:
     size = draw(st.integers(max(k, 2), 7))
     batch = draw(st.integers(1, 3))
     first = Conv2d(name="c0", c_in=8, c_out=c_in, kh=1, kw=1, h_in=size, w_in=size)
-    conv = Conv2d(name="c1", c_in=c_in, c_out=c_mid, kh=k, kw=k, stride=stride, padding=pad,
-                  h_in=size, w_in=size)  # fmt: skip
+    conv = Conv2d(
+        name="c1",
+        c_in=c_in,
+        c_out=c_mid,
+        kh=k,
+        kw=k,
+        stride=stride,
+        padding=pad,
+        h_in=size,
+        w_in=size,
+    )
     h_out, w_out = conv.output_shape[1], conv.output_shape[2]
     fc = Linear(name="fc", c_in=c_mid * h_out * w_out, c_out=4, sparse=False)
     layers = (first, conv, fc, Softmax(name="softmax", shape=(1, 4)))
@@ -66,8 +79,9 @@ def _convs(draw: st.DrawFn) -> tuple[Model, tuple[int, int]]:
 
 @settings(max_examples=40, deadline=None)
 @given(_convs(), st.booleans())
-def test_ff_outputs_once_and_bp_inputs_at_most_once(case: tuple[Model, tuple[int, int]],
-                                                     schedule: bool) -> None:  # fmt: skip
+def test_ff_outputs_once_and_bp_inputs_at_most_once(
+    case: tuple[Model, tuple[int, int]], schedule: bool
+) -> None:
     model, nm = case
     prog = compile_model(model, nm, TINY, CompileOptions(schedule=schedule))  # verifies
     # FF: every interior element of c1's output exactly once, nothing else.
