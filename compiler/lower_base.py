@@ -12,6 +12,7 @@ Ref: DESIGN.md sections 4 and 5; docs/decisions.md ("Compiler").
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from nmsat.hw.errors import ShapeError
 from nmsat.hw.isa import Buffer, Opcode, VecOp
@@ -246,8 +247,9 @@ class LoweringBase:
                 opcode, fields, layer=layer, phase=phase, reads=(region,), dram_writes=(tensor,)
             )
 
-    def load_window(
+    def window(
         self,
+        opcode: Opcode,
         view: TensorView,
         c0: int,
         nc: int,
@@ -260,7 +262,9 @@ class LoweringBase:
         phase: Phase,
         buffer: Buffer = Buffer.ACT,
     ) -> None:
-        """Load channels c0..c0+nc at positions (y0 + step*oh, x0 + step*ow) of a tile."""
+        """LOAD or STORE channels c0..c0+nc of a tile at positions (y0 + step*oh,
+        x0 + step*ow) of a channel-major tensor: one transfer of channels x rows x columns x
+        batch, contiguous on the buffer side."""
         y = y0 + step * tile.oh0
         x = x0 + step * tile.ow0
         addr = view.addr + 2 * view.element(c0, y, x)
@@ -270,32 +274,15 @@ class LoweringBase:
             (tile.n_ow, step * view.batch),
             (view.batch, 1),
         ]
-        self._dma(Opcode.LOAD, buffer, buf_addr, addr, dims, layer, phase, view.name)
+        self._dma(opcode, buffer, buf_addr, addr, dims, layer, phase, view.name)
 
-    def store_window(
-        self,
-        view: TensorView,
-        c0: int,
-        nc: int,
-        y0: int,
-        x0: int,
-        step: int,
-        tile: PositionTile,
-        buf_addr: int,
-        layer: str,
-        phase: Phase,
-    ) -> None:
-        """Store channels c0..c0+nc of a tile to positions (y0 + step*oh, x0 + step*ow)."""
-        y = y0 + step * tile.oh0
-        x = x0 + step * tile.ow0
-        addr = view.addr + 2 * view.element(c0, y, x)
-        dims = [
-            (nc, view.hp * view.wp * view.batch),
-            (tile.n_oh, step * view.wp * view.batch),
-            (tile.n_ow, step * view.batch),
-            (view.batch, 1),
-        ]
-        self._dma(Opcode.STORE, Buffer.ACT, buf_addr, addr, dims, layer, phase, view.name)
+    def load_window(self, view: TensorView, *args: Any, **kwargs: Any) -> None:
+        """:meth:`window` with LOAD."""
+        self.window(Opcode.LOAD, view, *args, **kwargs)
+
+    def store_window(self, view: TensorView, *args: Any, **kwargs: Any) -> None:
+        """:meth:`window` with STORE."""
+        self.window(Opcode.STORE, view, *args, **kwargs)
 
     def vec(
         self,

@@ -57,7 +57,7 @@ def _convs(draw: st.DrawFn) -> tuple[Model, tuple[int, int]]:
     k = draw(st.sampled_from([1, 3]))
     stride = draw(st.sampled_from([1, 2]))
     pad = draw(st.integers(0, k // 2))
-    size = draw(st.integers(max(k, 2), 7))
+    size = draw(st.integers(max(k, 2), 6))  # the classifier row must fit half of WGT
     batch = draw(st.integers(1, 3))
     first = Conv2d(name="c0", c_in=8, c_out=c_in, kh=1, kw=1, h_in=size, w_in=size)
     conv = Conv2d(
