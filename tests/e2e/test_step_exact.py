@@ -117,3 +117,30 @@ def test_mlp_step_bit_exact(nm: tuple[int, int], options: CompileOptions) -> Non
             )
         checked += 1
     assert checked >= 8
+
+
+def test_fast_mode_is_close_to_exact() -> None:
+    """Fast mode (float32 matmuls) gives the exact mode's results within FP rounding."""
+    prog = compile_model(get_model("mlp", 8), (2, 8), TINY)
+    data = default_data(prog, seed=4)
+    results = {}
+    for mode in ("fast", "exact"):
+        machine = Machine(TINY, mode, dram_bytes=max(t.addr + t.nbytes for t in prog.tensors))
+        machine.load_program(list(emit(prog).words))
+        for t in prog.tensors:
+            if t.name in data:
+                write_tensor(machine, t, data[t.name])
+        step = simulate(prog, TINY, mode, data=data, machine=machine)
+        results[mode] = (
+            step.cycles,
+            {
+                n: read_tensor(machine, prog.tensor(n))
+                for n in ("w:fc1", "w:fc2", "w:fc3", "act:fc3")
+            },
+        )
+    assert results["fast"][0] == results["exact"][0]  # timing does not depend on the mode
+    for name, exact in results["exact"][1].items():
+        fast = results["fast"][1][name]
+        np.testing.assert_allclose(
+            fast.astype(np.float64), exact.astype(np.float64), rtol=2e-3, atol=2e-3, err_msg=name
+        )
