@@ -334,14 +334,19 @@ class LoweringBase:
         relu: bool = False,
     ) -> None:
         """``dst = op(srcs)`` over the interior of channel-major tensors, tile by tile."""
-        act_q = self.entries(Buffer.ACT) // 4
+        part = self._ew_part()
         vec_half = self.entries(Buffer.VEC) // 2
-        limit = min(act_q, vec_half)
+        limit = min(part, vec_half)
         for tile in position_tiles(dst.h, dst.w, self.batch, limit, node.name):
             nc_max = max(1, limit // tile.count)
             for c0 in range(0, dst.c, nc_max):
                 nc = min(nc_max, dst.c - c0)
                 self._elementwise_tile(node, op, srcs, dst, phase, relu, tile, c0, nc)
+
+    def _ew_part(self) -> int:
+        """Slot size of an element-wise pass: ACT holds two sources and the output, each
+        with two slots (double buffering), in disjoint sixths."""
+        return self.entries(Buffer.ACT) // 6
 
     def _elementwise_tile(
         self,
@@ -355,15 +360,15 @@ class LoweringBase:
         c0: int,
         nc: int,
     ) -> None:
-        act_q = self.entries(Buffer.ACT) // 4
+        part = self._ew_part()
         vec_half = self.entries(Buffer.VEC) // 2
         length = nc * tile.count
         bases = []
         for index, src in enumerate(srcs):
-            base = self.slot(f"ew{index}", Buffer.ACT, index * act_q, act_q)
+            base = self.slot(f"ew{index}", Buffer.ACT, 2 * index * part, part)
             self.load_window(src, c0, nc, src.pad, src.pad, 1, tile, base, node.name, phase)
             bases.append(base)
-        o_base = self.slot("ew_out", Buffer.ACT, 2 * act_q, act_q)
+        o_base = self.slot("ew_out", Buffer.ACT, 4 * part, part)
         src1 = (Buffer.ACT, bases[1]) if len(bases) > 1 else None
         if relu:
             v_base = self.slot("ew_vec", Buffer.VEC, 0, vec_half)

@@ -160,7 +160,9 @@ class ConvLowering(LoweringBase):
             a_base = self.slot("wgt", Buffer.WGT, 0, wgt_half)
             # One K chunking for every tile (the largest tile's): the resident weights are
             # laid out by it.
-            chunks = k_chunks(k_total, m, act_q // max(t.count for t in tiles), node.name)
+            chunks = k_chunks(
+                k_total, m, act_q // max(t.count for t in tiles), node.name, self.fold_k(nm)
+            )
             for tile in tiles:
                 if tile is tiles[0]:
                     # Weights of this row block stay resident: one block per K chunk.
@@ -277,13 +279,27 @@ class ConvLowering(LoweringBase):
                 f"layer {node.name!r}: one row of its {phase.value} weights ({kc_total} "
                 f"elements) does not fit half the WGT buffer ({wgt_half}) of {self.p.name}"
             )
-        tp_limit = min(4096, acc_half // to, act_q // to, act_q // m)
+        # Tiles small enough that all of K fits one chunk when it can (one GEMM per tile and
+        # block, no partly filled folds), but at least 512 positions: a fold streams `cols`
+        # vectors, and the fixed cost of a GEMM (R + R L + C cycles) must stay small.
+        fold = self.fold_k(nm)
+        whole_k = act_q // (-(-k_total // fold) * fold)
+        tp_limit = min(4096, acc_half // to, act_q // to, act_q // m, max(512, whole_k))
         if self.batch > tp_limit:
             raise ShapeError(
                 f"layer {node.name!r}: batch {self.batch} exceeds the {tp_limit} positions a "
                 f"tile can hold in {self.p.name}; use a smaller batch or larger buffers"
             )
         return to, tp_limit
+
+    def fold_k(self, nm: tuple[int, int]) -> int:
+        """Reduction elements of one full fold of the array: ``R m / n`` (whole M-groups).
+
+        K chunks are multiples of it, so every GEMM's compressed depth fills whole folds.
+        """
+        n, m = nm
+        per_fold = self.p.array_rows * m // n if n < m else self.p.array_rows
+        return -(-per_fold // m) * m
 
     def check_fits(self, node: Node) -> None:
         """Raise ShapeError now if a pass of this layer cannot be tiled for the buffers."""

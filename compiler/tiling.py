@@ -72,12 +72,20 @@ def position_tiles(
     return tiles
 
 
-def k_chunks(k_total: int, m: int, limit: int, layer: str) -> list[tuple[int, int]]:
-    """Cut ``range(k_total)`` into (start, length) chunks of whole M-groups, each <= limit."""
-    size = min(round_down(min(limit, FIELD_MAX), m), k_total)
+def k_chunks(k_total: int, m: int, limit: int, layer: str, align: int = 0
+             ) -> list[tuple[int, int]]:  # fmt: skip
+    """Cut ``range(k_total)`` into (start, length) chunks of whole M-groups, each <= limit.
+
+    Chunks are multiples of ``align`` (a multiple of ``m``: the reduction of one full fold of
+    the array) where the limit allows, else of ``m``; all of K is one chunk when it fits.
+    """
+    limit = min(limit, FIELD_MAX)
+    if k_total <= limit:
+        return [(0, k_total)]
+    size = round_down(limit, align) if align and limit >= align else round_down(limit, m)
     if size < m:
         raise ShapeError(
-            f"layer {layer!r}: a reduction chunk of {min(limit, FIELD_MAX)} elements cannot hold "
+            f"layer {layer!r}: a reduction chunk of {limit} elements cannot hold "
             f"one group of M={m}; the buffers of this configuration are too small"
         )
     return [(k0, min(size, k_total - k0)) for k0 in range(0, k_total, size)]

@@ -28,8 +28,9 @@ from numpy.typing import NDArray
 from nmsat.compiler import HostOp, Phase, Program, Tensor, emit
 from nmsat.hw.errors import NmsatError
 from nmsat.hw.params import SATParams
+from nmsat.models.zoo import Model, get_model, model_names
 from nmsat.sim.events import Events
-from nmsat.sim.host import softmax_loss_grad
+from nmsat.sim.host import HostError, HostState, chw, interior, softmax_loss_grad, with_interior
 from nmsat.sim.model import Machine, RunResult
 
 __all__ = [
@@ -109,7 +110,7 @@ def _attribute(result: RunResult, phase_of_pc: list[str]) -> dict[str, int]:
             while active and active[0] in ended:
                 heapq.heappop(active)
             key = phase_of_pc[active[0]] if active else "idle"
-            out[key] += t - time
+            out[key] = out.get(key, 0) + t - time
             time = t
         if kind:
             heapq.heappush(active, pc)
@@ -189,6 +190,7 @@ def simulate(
     machine: Machine | None = None,
     run_init: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    host_state: HostState | None = None,
 ) -> StepResult:
     """Run one training step of ``prog``; see the module docstring.
 
@@ -202,6 +204,12 @@ def simulate(
         skips the init segment, for a second step.
     progress : callable, optional
         Called as ``progress(segments_done, segments_total)``.
+    host_state : HostState, optional
+        State of the host operations in fast and exact modes (normalisation parameters and
+        what forward passes save for backward passes). Pass the same state to every step
+        of a multi-step run. Default: a fresh state over the zoo model named
+        ``prog.model`` at ``prog.batch`` (none for other models: then normalisation and
+        pooling need ``HostState(model)``).
 
     Raises
     ------
@@ -222,6 +230,8 @@ def simulate(
                 if t.name in data:
                     write_tensor(machine, t, data[t.name])
     labels = np.asarray(data["labels"]) if data is not None and "labels" in data else None
+    if host_state is None and mode != "perf":
+        host_state = HostState(_zoo_model(prog))
     device_ops = [op for op in prog.ops if op.opcode is not None]
     phase_of_pc = [op.phase.value if op.phase is not Phase.CONTROL else "idle" for op in device_ops]
     segments = manifest["segments"]
@@ -244,8 +254,8 @@ def simulate(
         for host in seg["host_before"]:
             op = HostOp.from_dict(host)
             hosts.append(op)
-            if mode != "perf":
-                _run_host(machine, prog, op, labels)
+            if host_state is not None and mode != "perf":
+                _run_host(machine, prog, op, labels, host_state)
         result = machine.run(seg["start_pc"])
         _check(result, f"segment {index}")
         cycles += result.cycles
@@ -268,13 +278,61 @@ def simulate(
     )
 
 
-def _run_host(machine: Machine, prog: Program, op: HostOp, labels: NDArray[Any] | None) -> None:
+def _zoo_model(prog: Program) -> Model | None:
+    """The zoo model a program was compiled from, if its name is a zoo model's."""
+    if prog.model not in model_names():
+        return None
+    return get_model(prog.model, prog.batch)
+
+
+def _hyper(machine: Machine, prog: Program) -> tuple[float, float] | None:
+    """Learning rate and momentum from the program's ``hyper`` tensor (None without one)."""
+    try:
+        t = prog.tensor("hyper")
+    except KeyError:
+        return None
+    values = read_tensor(machine, t)
+    return float(values[0]), float(values[1])
+
+
+def _run_host(
+    machine: Machine, prog: Program, op: HostOp, labels: NDArray[Any] | None, host: HostState
+) -> None:
+    """Perform one host operation on the DRAM image (see :mod:`nmsat.sim.host`).
+
+    Forward kinds read their input tensors and write their output; ``<kind>_bwd`` reads
+    ``(dy, *forward inputs)`` and writes the input gradient (none where the input is the
+    model's input). Each tensor's interior is converted to NCHW float32 and back; the zero
+    border of a written tensor is left as it was.
+    """
     if op.kind == "softmax_loss":
         if labels is None:
             raise SimulationError("a functional run needs 'labels' in its data")
         _host_softmax_loss(machine, prog, op, labels)
         return
-    raise SimulationError(
-        f"host operation {op.kind} ({op.layer}) is not implemented for functional runs yet; "
-        "use --mode perf for this model"
-    )
+    try:
+        reads = [prog.tensor(name) for name in op.reads]
+        writes = [prog.tensor(name) for name in op.writes]
+        arrays = [interior(t, read_tensor(machine, t)) for t in reads]
+        if op.kind.endswith("_bwd"):
+            if len(writes) > 1 or len(writes) + len(reads) < 2:
+                raise HostError(f"reads {op.reads} and writes {op.writes} do not fit a backward")
+            # Without a write, the forward input is the model's (no gradient to store), but
+            # the layer's parameters still learn.
+            in_chw = chw(writes[0] if writes else reads[1])
+            out = host.backward(
+                op.kind, op.layer, arrays[0], arrays[1:], in_chw, hyper=_hyper(machine, prog)
+            )
+            if not writes:
+                return
+        else:
+            if len(writes) != 1:
+                raise HostError(f"{len(writes)} outputs; forward host operations have one")
+            out = host.forward(op.kind, op.layer, arrays, chw(writes[0]))
+    except HostError as exc:
+        raise SimulationError(
+            f"host operation {op.kind} ({op.layer}) failed in a functional run: {exc}; "
+            "use --mode perf for this model"
+        ) from exc
+    t = writes[0]
+    write_tensor(machine, t, with_interior(t, read_tensor(machine, t), out))
