@@ -44,6 +44,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import DTypeLike, NDArray
 
+from nmsat.hw import numerics
 from nmsat.hw.errors import ShapeError
 
 from .bdwp import (
@@ -66,6 +67,7 @@ __all__ = [
     "AvgPool2d",
     "BatchNorm",
     "Conv2d",
+    "FP16Storage",
     "Flatten",
     "Layer",
     "Linear",
@@ -372,6 +374,24 @@ class Conv2d(_WeightLayer):
         if self.bias is not None:
             self.bias.grad = dy.sum(axis=(0, 2, 3))
         return dx
+
+
+class FP16Storage(Layer):
+    """Round activations (forward) and gradients (backward) to FP16, as stored on the accelerator.
+
+    The accelerator keeps activations and activation gradients in FP16 in its buffers and in
+    external memory (docs/compiler.md); placed after each GEMM layer, this layer makes the
+    numpy trainer see the same values (with ``SATArith`` and the exact update, a training step
+    then equals the accelerator's bit for bit: tests/e2e). Values keep their dtype.
+    """
+
+    def forward(self, x: FloatArray, *, training: bool = True) -> FloatArray:
+        out: FloatArray = numerics.to_fp16(x).astype(x.dtype)
+        return out
+
+    def backward(self, dy: FloatArray) -> FloatArray:
+        out: FloatArray = numerics.to_fp16(dy).astype(dy.dtype)
+        return out
 
 
 class ReLU(Layer):

@@ -62,7 +62,14 @@ from numpy.typing import NDArray
 from nmsat.compiler import Tensor
 from nmsat.hw import numerics
 from nmsat.hw.errors import NmsatError
-from nmsat.models.layers import AvgPool2d, BatchNorm, Layer, MaxPool2d, Param
+from nmsat.models.layers import (
+    AvgPool2d,
+    BatchNorm,
+    Layer,
+    MaxPool2d,
+    Param,
+    softmax_cross_entropy,
+)
 from nmsat.models.zoo import Layer as ZooLayer
 from nmsat.models.zoo import Model, ModelError, Norm, Pool
 
@@ -209,16 +216,15 @@ def softmax_loss_grad(logits: NDArray[Any], labels: NDArray[Any]) -> NDArray[np.
     Returns
     -------
     numpy.ndarray of float16, shape (classes, samples)
-        ``(softmax(logits) - onehot(labels)) / samples``, computed in float32 and rounded with
+        ``(softmax(logits) - onehot(labels)) / samples``, computed in float32 by the reference
+        :func:`nmsat.models.layers.softmax_cross_entropy` and rounded with
         :func:`nmsat.hw.numerics.to_fp16`.
     """
-    z = np.asarray(logits, dtype=np.float32)
-    z = z - z.max(axis=0, keepdims=True)
-    e = np.exp(z)
-    p = e / e.sum(axis=0, keepdims=True)
-    onehot = np.zeros_like(p)
-    onehot[np.asarray(labels), np.arange(p.shape[1])] = 1.0
-    grad = ((p - onehot) / np.float32(p.shape[1])).astype(np.float32)
+    # The reference trainer's loss (models.layers), on a contiguous (samples, classes) copy,
+    # so the host's bits are the trainer's.
+    by_sample = np.ascontiguousarray(np.asarray(logits, dtype=np.float32).T)
+    _, dlogits = softmax_cross_entropy(by_sample, np.asarray(labels))
+    grad = np.ascontiguousarray(dlogits.T, dtype=np.float32)
     out: NDArray[np.float16] = numerics.to_fp16(grad)
     return out
 

@@ -75,6 +75,7 @@ def _reference_mlp_step(prog: Any, data: dict[str, Any]) -> dict[str, np.ndarray
                 out[f"bp0_idx:{name}"] = bidx.T
         if index:
             g = numerics.to_fp16(dx).astype(np.float32)
+            out[f"grad:{layers[index - 1]}<-{name}"] = g.T  # dx of this layer, FP16
             dy = numerics.to_fp16(numerics.relu_grad(g, acts[index])).astype(np.float32)
     for index, name in enumerate(layers[:-1]):
         out[f"act:{name}"] = numerics.to_fp16(acts[index + 1].T)
