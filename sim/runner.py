@@ -37,6 +37,7 @@ __all__ = [
     "PASS_NAMES",
     "SimulationError",
     "StepResult",
+    "attribute",
     "default_data",
     "read_tensor",
     "simulate",
@@ -90,8 +91,13 @@ def _check(result: RunResult, what: str) -> None:
         raise SimulationError(f"{what}: error at pc {result.pc} ({opcode}): {result.cause}")
 
 
-def _attribute(result: RunResult, phase_of_pc: list[str]) -> dict[str, int]:
-    """Partition a run's cycles by the pass of its oldest running instruction."""
+def attribute(result: RunResult, phase_of_pc: list[str]) -> dict[str, int]:
+    """Partition a run's cycles by the label of its oldest running instruction.
+
+    ``phase_of_pc[pc]`` labels instruction ``pc`` (a pass name, or any string such as
+    ``"layer|pass"``); cycles in which nothing runs go to ``"idle"``. The values add up to
+    the run's cycles.
+    """
     out = dict.fromkeys(PASS_NAMES, 0)
     trace = result.trace
     events: list[tuple[int, int, int]] = []
@@ -260,7 +266,7 @@ def simulate(
         _check(result, f"segment {index}")
         cycles += result.cycles
         events = events + result.events
-        for key, value in _attribute(result, phase_of_pc).items():
+        for key, value in attribute(result, phase_of_pc).items():
             passes[key] += value
         done += 1
         if progress is not None:
