@@ -152,50 +152,44 @@ class ConvLowering(LoweringBase):
         wgt_half = self.entries(Buffer.WGT) // 2
         act_q = self.entries(Buffer.ACT) // 4
         acc_half = self.entries(Buffer.ACC) // 2
-        to, tp_limit = self.ws_sizes(node, phase, rows_total, k_total, nm)
+        to, tp_limit, stream = self.ws_sizes(node, phase, rows_total, k_total, nm)
         tiles = position_tiles(out_h, out_w, self.batch, tp_limit, node.name)
         ilv = self.p.interleave if self.o.interleave else 1
         for r0 in range(0, rows_total, to):
             nr = min(to, rows_total - r0)
-            a_base = self.slot("wgt", Buffer.WGT, 0, wgt_half)
-            # One K chunking for every tile (the largest tile's): the resident weights are
-            # laid out by it.
-            chunks = k_chunks(
-                k_total, m, act_q // max(t.count for t in tiles), node.name, self.fold_k(nm)
-            )
+            # One K chunking for every tile (the largest tile's): resident weights are laid
+            # out by it. Streamed weights (too many for a block of C * interleave rows to
+            # stay resident) also bound a chunk's A by a WGT slot.
+            limit = act_q // max(t.count for t in tiles)
+            if stream:
+                limit = min(limit, wgt_half // nr * m // n)
+            chunks = k_chunks(k_total, m, limit, node.name, self.fold_k(nm))
+            a_base = 0 if stream else self.slot("wgt", Buffer.WGT, 0, wgt_half)
+
+            def load_a(base: int, k0: int, nk: int, r0: int = r0, nr: int = nr) -> None:
+                kc0, nkc = k0 * n // m, nk * n // m
+                dims = [(nr, kc_total), (nkc, 1)]
+                src = a.addr + 2 * (r0 * kc_total + kc0)
+                self._dma(Opcode.LOAD, Buffer.WGT, base, src, dims, node.name, phase, a.name)
+                if n < m:
+                    idx_src = a_idx.addr + r0 * kc_total + kc0
+                    self._dma(Opcode.LOAD, Buffer.IDX, base, idx_src, dims, node.name, phase,
+                              a_idx.name)  # fmt: skip
+
             for tile in tiles:
-                if tile is tiles[0]:
+                if tile is tiles[0] and not stream:
                     # Weights of this row block stay resident: one block per K chunk.
                     off = a_base
                     for k0, nk in chunks:
-                        kc0, nkc = k0 * n // m, nk * n // m
-                        src = a.addr + 2 * (r0 * kc_total + kc0)
-                        self._dma(
-                            Opcode.LOAD,
-                            Buffer.WGT,
-                            off,
-                            src,
-                            [(nr, kc_total), (nkc, 1)],
-                            node.name,
-                            phase,
-                            a.name,
-                        )
-                        if n < m:
-                            self._dma(
-                                Opcode.LOAD,
-                                Buffer.IDX,
-                                off,
-                                a_idx.addr + r0 * kc_total + kc0,
-                                [(nr, kc_total), (nkc, 1)],
-                                node.name,
-                                phase,
-                                a_idx.name,
-                            )
-                        off += nr * nkc
+                        load_a(off, k0, nk)
+                        off += nr * (nk * n // m)
                 c_base = self.slot("acc", Buffer.ACC, 0, acc_half)
                 off = a_base
                 for index, (k0, nk) in enumerate(chunks):
                     nkc = nk * n // m
+                    if stream:
+                        off = self.slot("wgt", Buffer.WGT, 0, wgt_half)
+                        load_a(off, k0, nk)
                     b_base = self.slot("act_in", Buffer.ACT, 0, act_q)
                     row = 0
                     for view, c0, nc, y0, x0, step in segments(k0, nk):
@@ -259,26 +253,35 @@ class ConvLowering(LoweringBase):
 
     def ws_sizes(
         self, node: Node, phase: Phase, rows_total: int, k_total: int, nm: tuple[int, int]
-    ) -> tuple[int, int]:
-        """Rows of A per resident block and the most positions per tile of a WS GEMM pass.
+    ) -> tuple[int, int, bool]:
+        """Rows of A per block, the most positions per tile, and whether A is streamed.
 
-        All K chunks of a block of A rows stay in half the WGT buffer; a tile's outputs fit
-        half the ACC buffer and a quarter of ACT (their FP16 copy), its B chunks another
-        quarter. Raises ShapeError when not even one row or one batch of positions fits.
+        Normally all K chunks of a block of A rows stay resident in half the WGT buffer and
+        are reused by every tile of positions. When fewer than ``C * interleave`` rows would
+        fit (a long K, as VGG's fc6), the array could not hide the adder latency (one output
+        block, ``step`` bound by ``R L + C``): then blocks of ``C * interleave`` rows stream
+        their K chunks through WGT instead. A tile's outputs fit half the ACC buffer and a
+        quarter of ACT (their FP16 copy), its B chunks another quarter. Raises ShapeError
+        when not even one row or one batch of positions fits.
         """
         n, m = nm
         kc_total = k_total * n // m
         wgt_half = self.entries(Buffer.WGT) // 2
         act_q = self.entries(Buffer.ACT) // 4
         acc_half = self.entries(Buffer.ACC) // 2
+        cols = self.p.array_cols
+        wanted = min(rows_total, cols * self.p.interleave)
         to = min(rows_total, wgt_half // kc_total) if kc_total <= wgt_half else 0
-        if to >= self.p.array_cols:
-            to = round_down(to, self.p.array_cols)
-        if to < 1:
-            raise ShapeError(
-                f"layer {node.name!r}: one row of its {phase.value} weights ({kc_total} "
-                f"elements) does not fit half the WGT buffer ({wgt_half}) of {self.p.name}"
-            )
+        stream = to < wanted
+        if stream:
+            to = wanted
+            if wgt_half // to * m // n < m:
+                raise ShapeError(
+                    f"layer {node.name!r}: a block of {to} rows of its {phase.value} weights "
+                    f"does not fit half the WGT buffer ({wgt_half}) of {self.p.name}"
+                )
+        if to >= cols:
+            to = round_down(to, cols)
         # Tiles small enough that all of K fits one chunk when it can (one GEMM per tile and
         # block, no partly filled folds), but at least 512 positions: a fold streams `cols`
         # vectors, and the fixed cost of a GEMM (R + R L + C cycles) must stay small.
@@ -290,7 +293,7 @@ class ConvLowering(LoweringBase):
                 f"layer {node.name!r}: batch {self.batch} exceeds the {tp_limit} positions a "
                 f"tile can hold in {self.p.name}; use a smaller batch or larger buffers"
             )
-        return to, tp_limit
+        return to, tp_limit, stream
 
     def fold_k(self, nm: tuple[int, int]) -> int:
         """Reduction elements of one full fold of the array: ``R m / n`` (whole M-groups).
