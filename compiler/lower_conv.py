@@ -282,12 +282,7 @@ class ConvLowering(LoweringBase):
                 )
         if to >= cols:
             to = round_down(to, cols)
-        # Tiles small enough that all of K fits one chunk when it can (one GEMM per tile and
-        # block, no partly filled folds), but at least 512 positions: a fold streams `cols`
-        # vectors, and the fixed cost of a GEMM (R + R L + C cycles) must stay small.
-        fold = self.fold_k(nm)
-        whole_k = act_q // (-(-k_total // fold) * fold)
-        tp_limit = min(4096, acc_half // to, act_q // to, act_q // m, max(512, whole_k))
+        tp_limit = min(4096, acc_half // to, act_q // to, act_q // m)
         if self.batch > tp_limit:
             raise ShapeError(
                 f"layer {node.name!r}: batch {self.batch} exceeds the {tp_limit} positions a "

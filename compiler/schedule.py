@@ -15,9 +15,7 @@ Ref: T. Moreau et al., VTA, IEEE Micro 2019 (dependency-token queues between loa
 
 from __future__ import annotations
 
-import copy
-
-from nmsat.hw.isa import OPCODE_QUEUE, Opcode, Queue
+from nmsat.hw.isa import OPCODE_QUEUE, Instruction, Opcode, Queue
 from nmsat.hw.params import SATParams
 
 from .ir import Op, Program
@@ -69,14 +67,12 @@ def schedule(prog: Program, params: SATParams) -> Program:
             continue
         # Tokens do not enter the instruction rules: copy without a new check (this pass runs
         # over 10^5 ops for a large model; dataclasses.replace re-runs __init__).
-        new = copy.copy(op)
-        object.__setattr__(new, "pop", pop)
-        object.__setattr__(new, "push", push)
+        new = object.__new__(Op)
+        new.__dict__.update(op.__dict__, pop=pop, push=push)
         if op.instr is not None:
-            instr = copy.copy(op.instr)
-            object.__setattr__(instr, "pop", pop)
-            object.__setattr__(instr, "push", push)
+            instr = object.__new__(Instruction)
+            instr.__dict__.update(op.instr.__dict__, pop=pop, push=push)
             instr.__dict__.pop("_by_name", None)
-            object.__setattr__(new, "instr", instr)
+            new.__dict__["instr"] = instr
         new_ops.append(new)
     return prog.replace(ops=tuple(new_ops))
