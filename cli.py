@@ -67,6 +67,20 @@ def _cmd_params(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_build(args: argparse.Namespace) -> int:
+    from nmsat.hw.gen import generate
+    from nmsat.hw.params import load_params
+
+    params = load_params(args.config, args.overrides)
+    result = generate(params, args.out)
+    print(
+        f"{params.name}: {result.verilog_bytes / 2**20:.1f} MiB of Verilog, "
+        f"{result.port_count} ports, generated in {result.seconds:.1f} s"
+    )
+    print("wrote " + ", ".join(str(p) for p in result.paths))
+    return 0
+
+
 def _cmd_isa_asm(args: argparse.Namespace) -> int:
     from nmsat.hw.isa_asm import assemble, write_program
 
@@ -370,6 +384,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("params", help="print a validated hardware configuration as YAML")
     _add_config(p)
     p.set_defaults(func=_cmd_params)
+
+    p = sub.add_parser(
+        "build", help="generate the accelerator's Verilog, port map and parameter header"
+    )
+    _add_config(p)
+    p.add_argument("--out", default="build/rtl", help="output folder (default: build/rtl)")
+    p.set_defaults(func=_cmd_build)
 
     p = sub.add_parser("isa", help="assemble, disassemble and document programs")
     isa_sub = p.add_subparsers(dest="isa_command", required=True, metavar="ACTION")
