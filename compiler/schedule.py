@@ -15,6 +15,8 @@ Ref: T. Moreau et al., VTA, IEEE Micro 2019 (dependency-token queues between loa
 
 from __future__ import annotations
 
+import operator
+
 from nmsat.hw.isa import OPCODE_QUEUE, Instruction, Opcode, Queue
 from nmsat.hw.params import SATParams
 
@@ -57,7 +59,7 @@ def schedule(prog: Program, params: SATParams) -> Program:
                 matched[(qd, q)] = producer
                 pushes[producer].add(q)
                 pops[index].add(qd)
-    key = lambda queue: queue.value  # noqa: E731
+    key = operator.attrgetter("value")
     new_ops = []
     for i, op in enumerate(ops):
         pop = tuple(sorted(pops[i], key=key))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,7 @@ __all__ = [
     "StepResult",
     "attribute",
     "default_data",
+    "load_machine",
     "read_tensor",
     "simulate",
     "write_tensor",
@@ -187,6 +188,28 @@ def _host_softmax_loss(machine: Machine, prog: Program, op: HostOp, labels: NDAr
     write_tensor(machine, grad_t, softmax_loss_grad(logits, labels).reshape(grad_t.shape))
 
 
+def load_machine(
+    prog: Program,
+    params: SATParams,
+    mode: str,
+    data: Mapping[str, NDArray[Any]] | None = None,
+    words: Sequence[int] | None = None,
+) -> Machine:
+    """A machine holding ``prog`` and, in fast and exact mode, the tensors named in ``data``.
+
+    The DRAM image covers every tensor (perf mode allocates none). ``words`` saves emitting
+    the program again when the caller has them.
+    """
+    dram = max((t.addr + t.nbytes for t in prog.tensors), default=0) + 4096
+    machine = Machine(params, mode, dram_bytes=dram if mode != "perf" else None)  # type: ignore[arg-type]
+    machine.load_program(list(words if words is not None else emit(prog).words))
+    if mode != "perf" and data is not None:
+        for t in prog.tensors:
+            if t.name in data:
+                write_tensor(machine, t, data[t.name])
+    return machine
+
+
 def simulate(
     prog: Program,
     params: SATParams,
@@ -226,15 +249,9 @@ def simulate(
     emitted = emit(prog)
     manifest = emitted.manifest
     if machine is None:
-        dram = manifest["dram_bytes"] + 4096 if mode != "perf" else None
-        machine = Machine(params, mode, dram_bytes=dram)  # type: ignore[arg-type]
-        machine.load_program(list(emitted.words))
-        if mode != "perf":
-            if data is None:
-                data = default_data(prog)
-            for t in prog.tensors:
-                if t.name in data:
-                    write_tensor(machine, t, data[t.name])
+        if mode != "perf" and data is None:
+            data = default_data(prog)
+        machine = load_machine(prog, params, mode, data, emitted.words)
     labels = np.asarray(data["labels"]) if data is not None and "labels" in data else None
     if host_state is None and mode != "perf":
         host_state = HostState(_zoo_model(prog))

@@ -13,15 +13,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from nmsat.compiler import CompileOptions, compile_model, emit
+from nmsat.compiler import CompileOptions, compile_model
 from nmsat.hw import numerics
 from nmsat.hw.params import load_params
 from nmsat.models import bdwp
 from nmsat.models.nm import compress
 from nmsat.models.zoo import Conv2d, Linear, Model, ReLU, Softmax
 from nmsat.sim.host import softmax_loss_grad
-from nmsat.sim.model import Machine
-from nmsat.sim.runner import default_data, read_tensor, simulate, write_tensor
+from nmsat.sim.runner import default_data, load_machine, read_tensor, simulate
 
 TINY = load_params("tiny")
 SAT = bdwp.SATArith()
@@ -119,11 +118,7 @@ def test_cnn_step_bit_exact(nm: tuple[int, int], options: CompileOptions) -> Non
     model = _cnn()
     prog = compile_model(model, nm, TINY, options)
     data = default_data(prog, seed=5)
-    machine = Machine(TINY, "exact", dram_bytes=max(t.addr + t.nbytes for t in prog.tensors))
-    machine.load_program(list(emit(prog).words))
-    for t in prog.tensors:
-        if t.name in data:
-            write_tensor(machine, t, data[t.name])
+    machine = load_machine(prog, TINY, "exact", data)
     simulate(prog, TINY, "exact", data=data, machine=machine)
     expected = _reference(prog, model, data)
     for name, want in sorted(expected.items(), key=lambda kv: not kv[0].startswith("act:")):

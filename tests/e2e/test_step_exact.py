@@ -13,15 +13,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from nmsat.compiler import CompileOptions, compile_model, emit
+from nmsat.compiler import CompileOptions, compile_model
 from nmsat.hw import numerics
 from nmsat.hw.params import load_params
 from nmsat.models import bdwp
 from nmsat.models.nm import compress
 from nmsat.models.zoo import get_model
 from nmsat.sim.host import softmax_loss_grad
-from nmsat.sim.model import Machine
-from nmsat.sim.runner import default_data, read_tensor, simulate, write_tensor
+from nmsat.sim.runner import default_data, load_machine, read_tensor, simulate
 
 TINY = load_params("tiny")
 SAT = bdwp.SATArith()
@@ -95,11 +94,7 @@ def _reference_mlp_step(prog: Any, data: dict[str, Any]) -> dict[str, np.ndarray
 def test_mlp_step_bit_exact(nm: tuple[int, int], options: CompileOptions) -> None:
     prog = compile_model(get_model("mlp", 8), nm, TINY, options)
     data = default_data(prog, seed=3)
-    machine = Machine(TINY, "exact", dram_bytes=max(t.addr + t.nbytes for t in prog.tensors))
-    machine.load_program(list(emit(prog).words))
-    for t in prog.tensors:
-        if t.name in data:
-            write_tensor(machine, t, data[t.name])
+    machine = load_machine(prog, TINY, "exact", data)
     result = simulate(prog, TINY, "exact", data=data, machine=machine)
     assert result.cycles > 0
     expected = _reference_mlp_step(prog, data)
@@ -126,11 +121,7 @@ def test_fast_mode_is_close_to_exact() -> None:
     data = default_data(prog, seed=4)
     results = {}
     for mode in ("fast", "exact"):
-        machine = Machine(TINY, mode, dram_bytes=max(t.addr + t.nbytes for t in prog.tensors))
-        machine.load_program(list(emit(prog).words))
-        for t in prog.tensors:
-            if t.name in data:
-                write_tensor(machine, t, data[t.name])
+        machine = load_machine(prog, TINY, mode, data)
         step = simulate(prog, TINY, mode, data=data, machine=machine)
         results[mode] = (
             step.cycles,
