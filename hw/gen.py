@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from amaranth.lib.memory import Memory
 from .files import write_atomic
 from .isa import INSTR_BITS, Buffer, buffer_entries
 from .params import BUFFER_ADDR_BITS, DRAM_ADDR_BITS, QUEUE_NAMES, SATParams
+from .shared import instance_of
 from .top import IMEM_ADDR_BITS, Accelerator
 
 __all__ = [
@@ -169,11 +171,50 @@ class _RAMInstance(Elaboratable):
         return m
 
 
-class _VerilogPlatform:
-    """The platform :func:`generate` elaborates with: only the ``get_memory`` hook."""
+class _MemoryPlatform:
+    """A platform with only the ``get_memory`` hook: every shared unit is elaborated in place
+    (``to_verilog(..., share=False)``, the baseline of benchmarks/gen_targets.py)."""
 
     def get_memory(self, memory: Memory) -> Elaboratable:
         return _RAMInstance(memory)
+
+
+class _VerilogPlatform(_MemoryPlatform):
+    """The platform :func:`generate` elaborates with: the ``get_memory`` and ``get_shared``
+    hooks.
+
+    ``get_shared`` (see :mod:`nmsat.hw.shared`) converts a shared unit to Verilog the first
+    time its key is seen, as a module ``nmsat_<name>`` (``nmsat_stce_cell_inner``), and
+    returns an instance of that module; :attr:`modules` keeps each module's text for
+    :func:`to_verilog` to append.
+    """
+
+    def __init__(self) -> None:
+        self.modules: dict[Hashable, tuple[str, str, set[str]]] = {}
+
+    def get_shared(self, component: wiring.Component, key: Hashable, name: str) -> Module:
+        if key not in self.modules:
+            base = f"nmsat_{name}"
+            taken = {name for name, _, _ in self.modules.values()}
+            name, serial = base, 1
+            while name in taken:
+                serial += 1
+                name = f"{base}_{serial}"
+            text: str = verilog.convert(
+                component, name=name, platform=self, emit_src=False,
+                strip_internal_attrs=True,
+            )  # fmt: skip
+            self.modules[key] = (name, text, _module_ports(text, name))
+        name, _, ports = self.modules[key]
+        return instance_of(component, name, ports)
+
+
+def _module_ports(text: str, name: str) -> set[str]:
+    """The port names in the header of module ``name`` of Amaranth's Verilog ``text``."""
+    found = re.search(rf"^module {re.escape(name)}\((.*?)\);", text, re.MULTILINE | re.DOTALL)
+    if found is None:
+        raise ValueError(f"module {name} not found in its own conversion")
+    return {port.strip().lstrip("\\").strip() for port in found.group(1).split(",")}
 
 
 # -- ports -----------------------------------------------------------------------------------
@@ -281,17 +322,22 @@ def params_header(params: SATParams) -> str:
 # -- generation ------------------------------------------------------------------------------
 
 
-def to_verilog(component: wiring.Component, name: str) -> str:
-    """Return ``component`` as Verilog: module ``name`` and, after it, ``nmsat_ram``.
+def to_verilog(component: wiring.Component, name: str, *, share: bool = True) -> str:
+    """Return ``component`` as Verilog: module ``name``, the shared modules, ``nmsat_ram``.
 
-    Memories become ``nmsat_ram`` instances (module docstring); source locations and
-    Amaranth's internal attributes are left out, so the text does not depend on the machine.
+    Memories become ``nmsat_ram`` instances (module docstring); with ``share`` (the
+    default) every :class:`nmsat.hw.shared.Shared` unit is written once and instantiated,
+    without it elaborated in place. Source locations and Amaranth's internal attributes are
+    left out, so the text does not depend on the machine.
     """
+    platform = _VerilogPlatform() if share else _MemoryPlatform()
     text: str = verilog.convert(
-        component, name=name, platform=_VerilogPlatform(), emit_src=False,
+        component, name=name, platform=platform, emit_src=False,
         strip_internal_attrs=True,
     )  # fmt: skip
-    return text + _RAM_VERILOG
+    modules = platform.modules.values() if isinstance(platform, _VerilogPlatform) else []
+    shared = "".join(f"\n{module_text}" for _, module_text, _ in modules)
+    return text + shared + _RAM_VERILOG
 
 
 @dataclasses.dataclass(frozen=True)

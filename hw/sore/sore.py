@@ -14,6 +14,7 @@ from amaranth.lib.wiring import In, Out
 
 from nmsat.hw.arith.fp32_to_fp16 import FP32ToFP16
 from nmsat.hw.params import SATParams
+from nmsat.hw.shared import Shared
 
 __all__ = ["SORE", "bitonic_stages"]
 
@@ -243,7 +244,9 @@ class SORE(wiring.Component):
             value = _select(chosen, [s[index_bits:] for s in sorted_slots])
             index = _select(chosen, positions)
             convert = FP32ToFP16(latency_cycles=0)
-            m.submodules[f"lane{lane}_to_fp16_{place}"] = convert
+            m.submodules[f"lane{lane}_to_fp16_{place}"] = Shared(
+                convert, (FP32ToFP16, 0), "fp32_to_fp16"
+            )
             m.d.comb += [
                 convert.i.valid.eq(o_lane.valid),
                 convert.i.a.eq(value),

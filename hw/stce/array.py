@@ -21,6 +21,8 @@ from ..arith._stages import delay
 from ..isa import PAYLOADS, Buffer, Opcode, buffer_entries
 from ..mem.buffer import WideReadPortSignature, WideWritePortSignature
 from ..params import SATParams
+from ..shared import Shared
+from ._cell import Cell
 from ._control import (
     ADDR_BITS,
     Decoded,
@@ -33,7 +35,6 @@ from ._control import (
     weight_buses,
     ws_master,
 )
-from .pe import ProcessingElement
 
 __all__ = ["STCE"]
 
@@ -466,86 +467,60 @@ class STCE(wiring.Component):
         groups: list[Any],
         shifts: list[Any],
         psums: list[_PsumColumn],
-    ) -> list[list[ProcessingElement]]:
+    ) -> list[list[Cell]]:
         """Build the PEs with their hop registers (operations right, activations right in WS
         and down in OS) and chain them down the columns."""
         params = self._params
         R, C, lanes = params.array_rows, params.array_cols, params.m_max
-        ws = d.ws
-        acts_layout = data.ArrayLayout(16, lanes)
-        pes = [[ProcessingElement(params) for _ in range(C)] for _ in range(R)]
-        acts: list[list[Any]] = [[None] * C for _ in range(R)]
+        buses = weight_buses(params)
+        op_layout = _op_layout(params)
+        bus_layout = _edge_layout(params)["buses"].shape.elem_shape
+        cells = [
+            [Cell(params, op_layout, bus_layout, buses, top=r == 0, left=c == 0) for c in range(C)]
+            for r in range(R)
+        ]
         shadow_last = Signal(range(params.interleave), name="shadow_last")
         m.submodules.cells_common = common = Module()
         common.d.comb += shadow_last.eq(d.os_ilv - 1)
         for r in range(R):
             edge = edges[r]
-            op = edge.op
-            forced = Signal(acts_layout, name=f"row{r}_acts")
+            forced = Signal(data.ArrayLayout(16, lanes), name=f"row{r}_acts")
             m.submodules[f"row{r}_acts"] = fm = Module()
             fm.d.comb += forced.eq(Mux(edge.regs.act_zero, 0, groups[r]))
+            links = Module()
+            m.submodules[f"row{r}_links"] = links
             for c in range(C):
-                cell = Module()
-                m.submodules[f"cell_{r}_{c}"] = cell
-                pe = pes[r][c]
-                cell.submodules.pe = pe
-                if c:
-                    hop = Signal(_op_layout(params), name=f"op_{r}_{c}")
-                    cell.d.sync += hop.eq(op)
-                    op = hop
-                value = Signal(acts_layout, name=f"acts_{r}_{c}")
-                if (r, c) != (0, 0):
-                    # The activation hop register: from the left (WS) or from above (OS).
-                    act_hop = Signal(acts_layout, name=f"acts_{r}_{c}_hop")
-                    if r == 0:
-                        cell.d.sync += act_hop.eq(acts[r][c - 1])
-                    elif c == 0:
-                        cell.d.sync += act_hop.eq(acts[r - 1][c])
-                    else:
-                        cell.d.sync += act_hop.eq(Mux(ws, acts[r][c - 1], acts[r - 1][c]))
-                if (r, c) == (0, 0):
-                    cell.d.comb += value.eq(forced)
-                elif c == 0:
-                    cell.d.comb += value.eq(Mux(ws, forced, act_hop))
-                elif r == 0:
-                    cell.d.comb += value.eq(Mux(ws, act_hop, groups[c]))
-                else:
-                    cell.d.comb += value.eq(act_hop)
-                acts[r][c] = value
-                # WS: the weight bus that loads this column this cycle (at most one does).
-                bus_load: Value = 0
-                bus_value: Value = edge.bus_values[0]
-                bus_index: Value = edge.bus_indices[0]
-                for b, bus in enumerate(edge.regs.buses):
-                    hit = bus.valid & (bus.col == c)
-                    bus_load = bus_load | hit
-                    if b:
-                        bus_value = Mux(hit, edge.bus_values[b], bus_value)
-                        bus_index = Mux(hit, edge.bus_indices[b], bus_index)
-                cell.d.comb += [
-                    pe.mac.eq(op.mac),
-                    pe.next_weight.eq(op.next_weight),
-                    pe.chained.eq(op.chained),
-                    pe.acc_sel.eq(op.acc_sel),
-                    pe.acc_swap.eq(op.acc_swap),
-                    pe.acc_zero.eq(op.acc_zero),
-                    pe.w_load.eq(Mux(ws, bus_load, op.w_load)),
-                    pe.w_value.eq(Mux(ws, bus_value, op.w_value)),
-                    pe.w_index.eq(Mux(ws, bus_index, op.w_index)),
-                    pe.acts.eq(value),
-                    pe.dense.eq(d.dense),
-                    pe.shadow_shift.eq(shifts[c].shift),
-                    pe.shadow_last.eq(shadow_last),
+                cell = cells[r][c]
+                # One Verilog module per kind of cell (nmsat.hw.shared).
+                kind = {(True, True): "corner", (True, False): "top", (False, True): "left"}
+                name = "stce_cell_" + kind.get((r == 0, c == 0), "inner")
+                m.submodules[f"cell_{r}_{c}"] = Shared(cell, (Cell, params, name), name)
+                links.d.comb += [
+                    cell.ws.eq(d.ws),
+                    cell.dense.eq(d.dense),
+                    cell.col.eq(c),
+                    cell.op_in.eq(edge.op if c == 0 else cells[r][c - 1].op),
+                    cell.bus.eq(edge.regs.buses),
+                    cell.shadow_shift.eq(shifts[c].shift),
+                    cell.shadow_last.eq(shadow_last),
+                    *(cell.bus_values[b].eq(edge.bus_values[b]) for b in range(buses)),
+                    *(cell.bus_indices[b].eq(edge.bus_indices[b]) for b in range(buses)),
                 ]
+                if r == 0 or c == 0:
+                    links.d.comb += cell.acts_edge.eq(forced if c == 0 else groups[c])
+                if c:
+                    links.d.comb += cell.acts_left.eq(cells[r][c - 1].acts)
+                if r:
+                    links.d.comb += cell.acts_up.eq(cells[r - 1][c].acts)
                 if r == 0:
-                    cell.d.comb += [
-                        pe.psum_in.eq(psums[c].top),
-                        pe.shadow_in.eq(self.acc_read[c].data[0]),
+                    links.d.comb += [
+                        cell.psum_in.eq(psums[c].top),
+                        cell.shadow_in.eq(self.acc_read[c].data[0]),
                     ]
                 else:
-                    above = pes[r - 1][c]
-                    cell.d.comb += [
-                        pe.psum_in.eq(above.psum_out),
-                        pe.shadow_in.eq(above.shadow_out),
+                    above = cells[r - 1][c]
+                    links.d.comb += [
+                        cell.psum_in.eq(above.psum_out),
+                        cell.shadow_in.eq(above.shadow_out),
                     ]
-        return pes
+        return cells

@@ -18,6 +18,7 @@ from ..isa_timing import update_pipeline_cycles, vec_pipeline_cycles
 from ..mem.buffer import WideReadPortSignature, WideWritePortSignature
 from ..numerics import FP32_CANONICAL_NAN_BITS
 from ..params import SATParams
+from ..shared import Shared
 from ._lane import HP_FIELDS, HP_LAYOUT, Lane
 
 __all__ = ["WUVE"]
@@ -279,7 +280,7 @@ class WUVE(wiring.Component):
         lane_valid: Value = Const(0)
         for j in range(lanes):
             lane = Lane(params)
-            m.submodules[f"lane{j}"] = lane
+            m.submodules[f"lane{j}"] = Shared(lane, (Lane, params), "wuve_lane")
             operands = [self._source(src_bufs[k], k, j) for k in range(_SOURCES)]
             m.d.comb += [
                 lane.valid.eq(data_valid),
@@ -304,7 +305,7 @@ class WUVE(wiring.Component):
         halves = []
         for j, result in enumerate(results):
             convert = FP32ToFP16(latency_cycles=0)
-            m.submodules[f"to_fp16_{j}"] = convert
+            m.submodules[f"to_fp16_{j}"] = Shared(convert, (FP32ToFP16, 0), "fp32_to_fp16")
             m.d.comb += [convert.i.a.eq(result), convert.i.valid.eq(lane_valid)]
             halves.append(convert.o.result)
         write_ports = {
