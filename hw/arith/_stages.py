@@ -10,6 +10,8 @@ values to the next one. :func:`plan_registers` decides how many register stages 
 phase so that the unit has exactly the requested latency and its slowest stage is as short as
 possible; :func:`build_pipeline` elaborates the phases and the registers. The key ``"valid"``
 is the only register with a reset; data registers are ``reset_less`` (no reset net on FPGAs).
+:class:`PhasePipeline` is the component the two-operand units share: ports, latency check
+and elaboration.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import itertools
 from collections.abc import Callable, Mapping, Sequence
 
 from amaranth.hdl import Module, Signal, Value
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
 
-__all__ = ["Phase", "Values", "build_pipeline", "delay", "plan_registers"]
+__all__ = ["Phase", "PhasePipeline", "Values", "build_pipeline", "delay", "plan_registers"]
 
 Values = dict[str, Value]
 """The named values flowing from one phase to the next."""
@@ -127,3 +131,88 @@ def delay(m: Module, value: Value, cycles: int, name: str, *, reset_less: bool =
         m.d.sync += reg.eq(value)
         value = reg
     return value
+
+
+class PhasePipeline(wiring.Component):
+    """A two-operand unit built from phases: ``o = f(i.a, i.b)``, ``latency_cycles`` later.
+
+    The common part of :class:`~nmsat.hw.arith.FP16Multiplier`,
+    :class:`~nmsat.hw.arith.FP32Adder` and :class:`~nmsat.hw.arith.FP32Multiplier`: the
+    latency check, the plain ports, and the elaboration of the phases with the registers
+    :func:`plan_registers` places. The first phase reads the keys ``"a"``, ``"b"`` and
+    ``"valid"``; the last returns ``"result"`` and ``"valid"``.
+
+    Parameters
+    ----------
+    latency_cycles : int
+        Pipeline latency in cycles, at least ``min_latency_cycles``.
+    min_latency_cycles : int
+        0 for a unit that may be combinational, else 1.
+    operand_bits, result_bits : int
+        Widths of ``i.a``/``i.b`` and of ``o.result``.
+    phases : sequence of Phase
+        The combinational phases, in order.
+    phase_weights : sequence of int
+        Relative delay of each phase, for :func:`plan_registers`.
+    extra_after : int
+        Phase after which registers beyond one per phase go (:func:`plan_registers`).
+    prefix : str
+        Prefix of the generated signal names.
+
+    Members
+    -------
+    i : ``In(Signature({"a": Out(operand_bits), "b": Out(operand_bits), "valid": Out(1)}))``
+        The operands as bit patterns, and whether they hold an operation.
+    o : ``Out(Signature({"result": Out(result_bits), "valid": Out(1)}))``
+        The result, ``latency_cycles`` after its operands, and the delayed ``valid``.
+
+    Raises
+    ------
+    TypeError
+        If ``latency_cycles`` is not an integer.
+    ValueError
+        If ``latency_cycles`` is below ``min_latency_cycles``.
+    """
+
+    def __init__(
+        self,
+        latency_cycles: int,
+        *,
+        min_latency_cycles: int,
+        operand_bits: int,
+        result_bits: int,
+        phases: Sequence[Phase],
+        phase_weights: Sequence[int],
+        extra_after: int = -1,
+        prefix: str,
+    ) -> None:
+        if isinstance(latency_cycles, bool) or not isinstance(latency_cycles, int):
+            raise TypeError(f"latency_cycles must be an integer, got {latency_cycles!r}")
+        if latency_cycles < min_latency_cycles:
+            raise ValueError(
+                f"latency_cycles must be at least {min_latency_cycles}, got {latency_cycles}"
+            )
+        assert len(phases) == len(phase_weights)
+        self._latency_cycles = latency_cycles
+        self._phases = tuple(phases)
+        self._registers = plan_registers(phase_weights, latency_cycles, extra_after=extra_after)
+        self._prefix = prefix
+        operands = {"a": Out(operand_bits), "b": Out(operand_bits), "valid": Out(1)}
+        super().__init__(
+            {
+                "i": In(wiring.Signature(operands)),
+                "o": Out(wiring.Signature({"result": Out(result_bits), "valid": Out(1)})),
+            }
+        )
+
+    @property
+    def latency_cycles(self) -> int:
+        """Cycles from operands in to result out."""
+        return self._latency_cycles
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        inputs: Values = {"a": self.i.a, "b": self.i.b, "valid": self.i.valid}
+        out = build_pipeline(m, self._phases, inputs, self._registers, self._prefix)
+        m.d.comb += [self.o.result.eq(out["result"]), self.o.valid.eq(out["valid"])]
+        return m

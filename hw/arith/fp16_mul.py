@@ -9,11 +9,9 @@
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Mux
-from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
 
 from ._fp import FP32_NAN, unpack
-from ._stages import Values, build_pipeline, plan_registers
+from ._stages import PhasePipeline, Values
 
 __all__ = ["FP16Multiplier"]
 
@@ -25,7 +23,7 @@ _MULTIPLY_PHASE = 1
 _EXPONENT_OFFSET = 97
 
 
-class FP16Multiplier(wiring.Component):
+class FP16Multiplier(PhasePipeline):
     """FP16 x FP16 -> FP32, exact, as :func:`nmsat.hw.numerics.fp16_mul_fp32`.
 
     Subnormal FP16 operands count as zeros of their sign (DAZ); zero results are signed
@@ -59,37 +57,23 @@ class FP16Multiplier(wiring.Component):
 
     Raises
     ------
+    TypeError
+        If ``latency_cycles`` is not an integer.
     ValueError
         If ``latency_cycles`` is negative.
     """
 
     def __init__(self, latency_cycles: int = 1) -> None:
-        if isinstance(latency_cycles, bool) or not isinstance(latency_cycles, int):
-            raise TypeError(f"latency_cycles must be an integer, got {latency_cycles!r}")
-        if latency_cycles < 0:
-            raise ValueError(f"latency_cycles must be at least 0, got {latency_cycles}")
-        self._latency_cycles = latency_cycles
         super().__init__(
-            {
-                "i": In(wiring.Signature({"a": Out(16), "b": Out(16), "valid": Out(1)})),
-                "o": Out(wiring.Signature({"result": Out(32), "valid": Out(1)})),
-            }
+            latency_cycles,
+            min_latency_cycles=0,
+            operand_bits=16,
+            result_bits=32,
+            phases=(_unpack, _multiply, _pack),
+            phase_weights=_PHASE_WEIGHTS,
+            extra_after=_MULTIPLY_PHASE,
+            prefix="mul16",
         )
-
-    @property
-    def latency_cycles(self) -> int:
-        """Cycles from operands in to product out."""
-        return self._latency_cycles
-
-    def elaborate(self, platform: object) -> Module:
-        m = Module()
-        registers = plan_registers(
-            _PHASE_WEIGHTS, self._latency_cycles, extra_after=_MULTIPLY_PHASE
-        )
-        inputs: Values = {"a": self.i.a, "b": self.i.b, "valid": self.i.valid}
-        out = build_pipeline(m, (_unpack, _multiply, _pack), inputs, registers, "mul16")
-        m.d.comb += [self.o.result.eq(out["result"]), self.o.valid.eq(out["valid"])]
-        return m
 
 
 def _unpack(m: Module, v: Values) -> Values:

@@ -10,11 +10,9 @@
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Mux
-from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
 
 from ._fp import FP32_NAN, unpack
-from ._stages import Values, build_pipeline, plan_registers
+from ._stages import PhasePipeline, Values
 
 __all__ = ["FP32Multiplier"]
 
@@ -25,7 +23,7 @@ _MULTIPLY_PHASE = 1
 _EXPONENT_BIAS = 127
 
 
-class FP32Multiplier(wiring.Component):
+class FP32Multiplier(PhasePipeline):
     """FP32 x FP32 with round-to-nearest-even, as :func:`nmsat.hw.numerics.fp32_mul`.
 
     Bit-exact with the numerics contract over the whole range: subnormal operands count as
@@ -60,38 +58,23 @@ class FP32Multiplier(wiring.Component):
 
     Raises
     ------
+    TypeError
+        If ``latency_cycles`` is not an integer.
     ValueError
         If ``latency_cycles`` is below 1.
     """
 
     def __init__(self, latency_cycles: int) -> None:
-        if isinstance(latency_cycles, bool) or not isinstance(latency_cycles, int):
-            raise TypeError(f"latency_cycles must be an integer, got {latency_cycles!r}")
-        if latency_cycles < 1:
-            raise ValueError(f"latency_cycles must be at least 1, got {latency_cycles}")
-        self._latency_cycles = latency_cycles
         super().__init__(
-            {
-                "i": In(wiring.Signature({"a": Out(32), "b": Out(32), "valid": Out(1)})),
-                "o": Out(wiring.Signature({"result": Out(32), "valid": Out(1)})),
-            }
+            latency_cycles,
+            min_latency_cycles=1,
+            operand_bits=32,
+            result_bits=32,
+            phases=(_unpack, _multiply, _normalise, _round, _pack),
+            phase_weights=_PHASE_WEIGHTS,
+            extra_after=_MULTIPLY_PHASE,
+            prefix="mul",
         )
-
-    @property
-    def latency_cycles(self) -> int:
-        """Cycles from operands in to product out."""
-        return self._latency_cycles
-
-    def elaborate(self, platform: object) -> Module:
-        m = Module()
-        registers = plan_registers(
-            _PHASE_WEIGHTS, self._latency_cycles, extra_after=_MULTIPLY_PHASE
-        )
-        phases = (_unpack, _multiply, _normalise, _round, _pack)
-        inputs: Values = {"a": self.i.a, "b": self.i.b, "valid": self.i.valid}
-        out = build_pipeline(m, phases, inputs, registers, "mul")
-        m.d.comb += [self.o.result.eq(out["result"]), self.o.valid.eq(out["valid"])]
-        return m
 
 
 # ----------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from nmsat.compiler import CompileOptions, Program, compile_model, emit
+from nmsat.compiler import CompileOptions, Program, compile_model
 from nmsat.hw import numerics
 from nmsat.hw.isa import Opcode
 from nmsat.hw.params import load_params
@@ -37,7 +37,7 @@ from nmsat.models.zoo import (
 )
 from nmsat.sim.host import HostState, chw, interior, softmax_loss_grad
 from nmsat.sim.model import Machine
-from nmsat.sim.runner import default_data, read_tensor, simulate, write_tensor
+from nmsat.sim.runner import default_data, load_machine, read_tensor, simulate
 
 TINY = load_params("tiny")
 SAT = bdwp.SATArith()
@@ -151,11 +151,7 @@ def test_zoo_cnn_step_with_host_ops_bit_exact(nm: tuple[int, int], options: Comp
     kinds = {op.host.kind for op in prog.ops if op.host is not None}
     assert kinds == {"norm+relu", "pool", "softmax_loss", "norm_bwd", "pool_bwd"}
     data = default_data(prog, seed=7)
-    machine = Machine(TINY, "exact", dram_bytes=max(t.addr + t.nbytes for t in prog.tensors))
-    machine.load_program(list(emit(prog).words))
-    for t in prog.tensors:
-        if t.name in data:
-            write_tensor(machine, t, data[t.name])
+    machine = load_machine(prog, TINY, "exact", data)
     state = HostState(model)
     simulate(prog, TINY, "exact", data=data, machine=machine, host_state=state)
     ref_state = HostState(model)
@@ -217,11 +213,7 @@ def test_two_steps_share_the_host_state() -> None:
     prog = compile_model(model, (2, 8), TINY)
     data = default_data(prog, seed=11)
     state = HostState(model)
-    machine = Machine(TINY, "exact", dram_bytes=max(t.addr + t.nbytes for t in prog.tensors))
-    machine.load_program(list(emit(prog).words))
-    for t in prog.tensors:
-        if t.name in data:
-            write_tensor(machine, t, data[t.name])
+    machine = load_machine(prog, TINY, "exact", data)
     simulate(prog, TINY, "exact", data=data, machine=machine, host_state=state)
     bn1 = state.layers["bn1"]
     assert isinstance(bn1, BatchNorm)
@@ -276,11 +268,7 @@ def _check_host_ops(prog: Program, machine: Machine, model: Model) -> None:
 def _run(model: Model, seed: int) -> tuple[Program, Machine, dict[str, Any]]:
     prog = compile_model(model, (2, 8), TINY)
     data = default_data(prog, seed=seed)
-    machine = Machine(TINY, "exact", dram_bytes=max(t.addr + t.nbytes for t in prog.tensors))
-    machine.load_program(list(emit(prog).words))
-    for t in prog.tensors:
-        if t.name in data:
-            write_tensor(machine, t, data[t.name])
+    machine = load_machine(prog, TINY, "exact", data)
     simulate(prog, TINY, "exact", data=data, machine=machine, host_state=HostState(model))
     return prog, machine, data
 

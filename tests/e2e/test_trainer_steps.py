@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 
-from nmsat.compiler import compile_model, emit
+from nmsat.compiler import compile_model
 from nmsat.hw import numerics
 from nmsat.hw.params import load_params
 from nmsat.models.bdwp import SATArith
@@ -21,8 +21,7 @@ from nmsat.models.datasets import load_digits
 from nmsat.models.layers import FP16Storage, Linear, ReLU, Sequential, softmax_cross_entropy
 from nmsat.models.optim import SGD
 from nmsat.models.zoo import get_model
-from nmsat.sim.model import Machine
-from nmsat.sim.runner import read_tensor, simulate, write_tensor
+from nmsat.sim.runner import load_machine, read_tensor, simulate, write_tensor
 
 TINY = load_params("tiny")
 BATCH = 8
@@ -61,12 +60,10 @@ def test_three_steps_equal_the_numpy_trainer(nm: tuple[int, int]) -> None:
         exact=True,
     )
     prog = compile_model(get_model("mlp", BATCH), nm, TINY)
-    machine = Machine(TINY, "exact", dram_bytes=max(t.addr + t.nbytes for t in prog.tensors))
-    machine.load_program(list(emit(prog).words))
     names = ["fc1", "fc2", "fc3"]
     weights = [p for p in model.params() if p.name == "weight"]
-    for name, param in zip(names, weights, strict=True):
-        write_tensor(machine, prog.tensor(f"w:{name}"), param.value)
+    initial = {f"w:{name}": p.value for name, p in zip(names, weights, strict=True)}
+    machine = load_machine(prog, TINY, "exact", initial)
     for step in range(STEPS):
         lr = 0.5 * LR * (1.0 + math.cos(math.pi * step / STEPS))
         batch = slice(step * BATCH, (step + 1) * BATCH)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 from amaranth.back import verilog
-from amaranth.hdl import Fragment, Shape
+from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 from hypothesis import given
 from hypothesis import strategies as st
@@ -46,61 +46,6 @@ def _words(rng: np.random.Generator, count: int) -> NDArray[np.uint32]:
     return (words & np.uint32(0x7FFF_FFFF)) | signs
 
 
-# -- a testbench model of the banked buffers ---------------------------------------------------
-
-
-class _Buffers:
-    """The unit's buffer ports served from a :class:`Memory`, with BankedBuffer's timing.
-
-    A read issued in cycle t (``en``) returns in cycle t + 1 the contents before the writes
-    of cycle t; ``data`` holds while ``en`` is low; a write stores at the end of its cycle.
-    Lanes past the end of a buffer read as 0 and are dropped on write.
-    """
-
-    def __init__(
-        self, mem: Memory, reads: list[tuple[Any, Buffer]], writes: list[tuple[Any, Buffer]]
-    ) -> None:
-        self.mem = mem
-        self.reads = reads
-        self.writes = writes
-        self.pending: list[int | None] = [None] * len(reads)
-        self.write_cycles: list[int] = []
-
-    @staticmethod
-    def _bits(port: Any) -> tuple[int, int]:
-        layout = port.data.shape()
-        return Shape.cast(layout.elem_shape).width, layout.length
-
-    def present(self, ctx: Any) -> None:
-        """Drive the data of last cycle's reads."""
-        for (port, _), word in zip(self.reads, self.pending, strict=True):
-            if word is not None:
-                ctx.set(port.data.as_value(), word)
-
-    def clock(self, ctx: Any, cycle: int) -> None:
-        """Sample this cycle's reads (old contents), then apply its writes."""
-        for k, (port, buffer) in enumerate(self.reads):
-            self.pending[k] = None
-            if ctx.get(port.en):
-                bits, lanes = self._bits(port)
-                store = self.mem.buffers[buffer]
-                addr = ctx.get(port.addr)
-                chunk = [int(store[a]) if a < store.size else 0 for a in range(addr, addr + lanes)]
-                self.pending[k] = sum(v << (bits * j) for j, v in enumerate(chunk))
-        for port, buffer in self.writes:
-            en = ctx.get(port.en)
-            if not en:
-                continue
-            self.write_cycles.append(cycle)
-            bits, lanes = self._bits(port)
-            store = self.mem.buffers[buffer]
-            addr = ctx.get(port.addr)
-            word = ctx.get(port.data.as_value())
-            for j in range(lanes):
-                if en >> j & 1 and addr + j < store.size:
-                    store[addr + j] = (word >> (bits * j)) & ((1 << bits) - 1)
-
-
 @dataclass
 class _Outcome:
     """What the RTL did for one instruction."""
@@ -110,12 +55,8 @@ class _Outcome:
     last_write: int | None
 
 
-def _payload(instr: isa.Instruction) -> int:
-    layout = isa.PAYLOADS[instr.opcode]
-    return (instr.encode() >> isa.HEADER.size) & ((1 << layout.size) - 1)
-
-
 def _run(
+    bench_tools: Any,
     params: SATParams,
     make: Callable[[int], isa.Instruction],
     count: int,
@@ -125,12 +66,13 @@ def _run(
 ) -> list[tuple[isa.Instruction, _Outcome]]:
     """Run ``count`` PRUNEs on the unit and on the model; compare buffers after each.
 
-    ``make(i)`` builds instruction ``i`` right before it starts; ``gaps[i]`` idle cycles come
-    before it (0: it starts in the cycle of the previous ``done``).
+    ``bench_tools`` is the ``unit_bench`` fixture (tests/hw/conftest.py). ``make(i)`` builds
+    instruction ``i`` right before it starts; ``gaps[i]`` idle cycles come before it (0: it
+    starts in the cycle of the previous ``done``).
     """
     dut = PruneUnit(params)
     writes = [(dut.wgt_write, Buffer.WGT), (dut.idx_write, Buffer.IDX)]
-    bus = _Buffers(mem_rtl, [(dut.vec_read, Buffer.VEC)], writes)
+    bus = bench_tools.Buffers(mem_rtl, [(dut.vec_read, Buffer.VEC)], writes)
     instrs: list[isa.Instruction] = []
     outcomes: list[_Outcome] = []
     failures: list[str] = []
@@ -170,7 +112,7 @@ def _run(
             if start:
                 instr = make(index)
                 instrs.append(instr)
-                ctx.set(dut.prune.as_value(), _payload(instr))
+                ctx.set(dut.prune.as_value(), bench_tools.payload(instr))
                 running, started = instr, cycle
                 index += 1
             elif running is None:
@@ -234,21 +176,27 @@ def _memories(params: SATParams, seed: int) -> tuple[Memory, Memory]:
     return mem_rtl, mem_ref
 
 
-def _simulate(params: SATParams, count: int, max_side: int, seed: int) -> list[Any]:
+def _simulate(
+    bench_tools: Any, params: SATParams, count: int, max_side: int, seed: int
+) -> list[Any]:
     mems = _memories(params, seed)
     rng = np.random.default_rng(seed + 1)
     gaps = [0 if rng.random() < 0.8 else int(rng.integers(1, 3)) for _ in range(count)]
-    return _run(params, lambda _: _random_prune(rng, params, mems, max_side), count, *mems, gaps)
+
+    def make(_: int) -> isa.Instruction:
+        return _random_prune(rng, params, mems, max_side)
+
+    return _run(bench_tools, params, make, count, *mems, gaps)
 
 
 # -- tests ---------------------------------------------------------------------------------
 
 
 @pytest.mark.sim
-def test_tiny_matches_model() -> None:
+def test_tiny_matches_model(unit_bench: Any) -> None:
     """FF and BP, every pattern of tiny and dense, many shapes (partial tiles), specials."""
     params = load_params("tiny")
-    runs = _simulate(params, count=150, max_side=20, seed=1)
+    runs = _simulate(unit_bench, params, count=150, max_side=20, seed=1)
     ff = [instr for instr, _ in runs if instr["direction"] is Direction.FF]
     assert len(ff) > 40 and len(runs) - len(ff) > 40
     # FF meets the ISA formula exactly (the BP gap is test_bp_meets_isa_formula).
@@ -268,10 +216,10 @@ def test_tiny_matches_model() -> None:
     ],
     ids=["one-lane", "m16-wide", "dense-only", "odd-n"],
 )
-def test_other_configurations(changes: dict[str, Any]) -> None:
+def test_other_configurations(changes: dict[str, Any], unit_bench: Any) -> None:
     """One lane and one bank; 16-wide groups over 4 lanes; a dense-only SORE (m = 1); odd n."""
     params = load_params("tiny").replace(**changes)
-    _simulate(params, count=40, max_side=18, seed=len(changes))
+    _simulate(unit_bench, params, count=40, max_side=18, seed=len(changes))
 
 
 @given(

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 from amaranth.back import verilog
-from amaranth.hdl import Fragment, Shape
+from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 from numpy.typing import NDArray
 
@@ -67,61 +67,6 @@ def _fill(mem: Memory, rng: np.random.Generator) -> None:
     idx[:] = rng.integers(0, 256, idx.size).astype(np.uint8) & mem.idx_mask
 
 
-# -- a testbench model of the banked buffers ---------------------------------------------------
-
-
-class _Buffers:
-    """The unit's buffer ports served from a :class:`Memory`, with BankedBuffer's timing.
-
-    A read issued in cycle t (``en``) returns in cycle t + 1 the contents before the writes
-    of cycle t; ``data`` holds while ``en`` is low; a write stores at the end of its cycle.
-    Lanes past the end of a buffer read as 0 and are dropped on write.
-    """
-
-    def __init__(
-        self, mem: Memory, reads: list[tuple[Any, Buffer]], writes: list[tuple[Any, Buffer]]
-    ) -> None:
-        self.mem = mem
-        self.reads = reads
-        self.writes = writes
-        self.pending: list[int | None] = [None] * len(reads)
-        self.write_cycles: list[int] = []
-
-    @staticmethod
-    def _bits(port: Any) -> tuple[int, int]:
-        layout = port.data.shape()
-        return Shape.cast(layout.elem_shape).width, layout.length
-
-    def present(self, ctx: Any) -> None:
-        """Drive the data of last cycle's reads."""
-        for (port, _), word in zip(self.reads, self.pending, strict=True):
-            if word is not None:
-                ctx.set(port.data.as_value(), word)
-
-    def clock(self, ctx: Any, cycle: int) -> None:
-        """Sample this cycle's reads (old contents), then apply its writes."""
-        for k, (port, buffer) in enumerate(self.reads):
-            self.pending[k] = None
-            if ctx.get(port.en):
-                bits, lanes = self._bits(port)
-                store = self.mem.buffers[buffer]
-                addr = ctx.get(port.addr)
-                chunk = [int(store[a]) if a < store.size else 0 for a in range(addr, addr + lanes)]
-                self.pending[k] = sum(v << (bits * j) for j, v in enumerate(chunk))
-        for port, buffer in self.writes:
-            en = ctx.get(port.en)
-            if not en:
-                continue
-            self.write_cycles.append(cycle)
-            bits, lanes = self._bits(port)
-            store = self.mem.buffers[buffer]
-            addr = ctx.get(port.addr)
-            word = ctx.get(port.data.as_value())
-            for j in range(lanes):
-                if en >> j & 1 and addr + j < store.size:
-                    store[addr + j] = (word >> (bits * j)) & ((1 << bits) - 1)
-
-
 def _ports(dut: WUVE) -> tuple[list[tuple[Any, Buffer]], list[tuple[Any, Buffer]]]:
     reads = [(dut.idx_read, Buffer.IDX)]
     for name, buffer in (("act", Buffer.ACT), ("wgt", Buffer.WGT), ("acc", Buffer.ACC),
@@ -136,11 +81,6 @@ def _ports(dut: WUVE) -> tuple[list[tuple[Any, Buffer]], list[tuple[Any, Buffer]
     return reads, writes
 
 
-def _payload(instr: isa.Instruction) -> int:
-    layout = isa.PAYLOADS[instr.opcode]
-    return (instr.encode() >> isa.HEADER.size) & ((1 << layout.size) - 1)
-
-
 @dataclass
 class _Outcome:
     """What the RTL did for one instruction."""
@@ -152,6 +92,7 @@ class _Outcome:
 
 
 def _run(
+    bench_tools: Any,
     params: SATParams,
     make: Callable[[int], isa.Instruction],
     count: int,
@@ -161,14 +102,15 @@ def _run(
 ) -> None:
     """Run ``count`` instructions on the WUVE and on the model; compare buffers after each.
 
-    ``make(i)`` builds instruction ``i`` right before it starts (it may also set up operands
-    in both memories); ``gaps[i]`` idle cycles come before it (0: it starts in the cycle of
-    the previous ``done``).
+    ``bench_tools`` is the ``unit_bench`` fixture (tests/hw/conftest.py). ``make(i)`` builds
+    instruction ``i`` right before it starts (it may also set up operands in both memories);
+    ``gaps[i]`` idle cycles come before it (0: it starts in the cycle of the previous
+    ``done``).
     """
     instrs: list[isa.Instruction] = []
     dut = WUVE(params)
     reads, writes = _ports(dut)
-    bus = _Buffers(mem_rtl, reads, writes)
+    bus = bench_tools.Buffers(mem_rtl, reads, writes)
     outcomes: list[_Outcome] = []
     failures: list[str] = []
 
@@ -213,7 +155,7 @@ def _run(
                 instrs.append(instr)
                 ctx.set(dut.opcode, instr.opcode)
                 target = dut.update if instr.opcode is Opcode.UPDATE else dut.vec
-                ctx.set(target.as_value(), _payload(instr))
+                ctx.set(target.as_value(), bench_tools.payload(instr))
                 running, started = instr, cycle
                 index += 1
             elif running is None:
@@ -331,7 +273,9 @@ def _memories(params: SATParams, seed: int) -> tuple[Memory, Memory]:
     return mem_rtl, mem_ref
 
 
-def _simulate(params: SATParams, vec_count: int, update_count: int, seed: int) -> None:
+def _simulate(
+    bench_tools: Any, params: SATParams, vec_count: int, update_count: int, seed: int
+) -> None:
     """Run a random mix of VEC and UPDATE, mostly back to back, against the model."""
     mem_rtl, mem_ref = _memories(params, seed)
     rng = np.random.default_rng(seed + 100)
@@ -343,24 +287,24 @@ def _simulate(params: SATParams, vec_count: int, update_count: int, seed: int) -
             return _random_vec(rng, params, max_length=40)
         return _random_update(rng, params, mem_rtl, mem_ref, max_groups=8)
 
-    _run(params, make, len(kinds), mem_rtl, mem_ref, gaps)
+    _run(bench_tools, params, make, len(kinds), mem_rtl, mem_ref, gaps)
 
 
 # -- tests ---------------------------------------------------------------------------------
 
 
 @pytest.mark.sim
-def test_vec_matches_model() -> None:
+def test_vec_matches_model(unit_bench: Any) -> None:
     """Random VEC (every op, every buffer pair, specials), mostly back to back."""
     params = load_params("tiny")
-    _simulate(params, vec_count=300, update_count=0, seed=1)
+    _simulate(unit_bench, params, vec_count=300, update_count=0, seed=1)
 
 
 @pytest.mark.sim
-def test_update_matches_model() -> None:
+def test_update_matches_model(unit_bench: Any) -> None:
     """Random UPDATE over every pattern (sparse and dense), hyper-parameters and data."""
     params = load_params("tiny")
-    _simulate(params, vec_count=0, update_count=150, seed=2)
+    _simulate(unit_bench, params, vec_count=0, update_count=150, seed=2)
 
 
 @pytest.mark.sim
@@ -374,10 +318,10 @@ def test_update_matches_model() -> None:
     ],
     ids=["one-lane", "odd-n", "m16-latency1"],
 )  # fmt: skip
-def test_other_configurations(changes: dict[str, Any]) -> None:
+def test_other_configurations(changes: dict[str, Any], unit_bench: Any) -> None:
     """Lane counts below and above m, patterns with odd n and m = 16, unit latencies."""
     params = load_params("tiny").replace(**changes)
-    _simulate(params, vec_count=40, update_count=40, seed=len(changes))
+    _simulate(unit_bench, params, vec_count=40, update_count=40, seed=len(changes))
 
 
 def test_port_widths() -> None:
