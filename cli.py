@@ -40,9 +40,16 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
 def _add_step_options(parser: argparse.ArgumentParser) -> None:
     """Options that describe one training step: configuration, model, pattern, switches."""
     _add_config(parser)
-    parser.add_argument("--model", required=True, help="zoo name or YAML layer file")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="zoo name or YAML layer file")
+    source.add_argument("--onnx", metavar="FILE", help="an exported ONNX model (docs/onnx.md)")
     parser.add_argument("--nm", default="2:8", help="N:M pattern like 2:8, or 'dense'")
-    parser.add_argument("--batch", type=_positive_int, default=32, help="samples per step")
+    parser.add_argument(
+        "--batch",
+        type=_positive_int,
+        default=None,
+        help="samples per step (default 32; with --onnx, the graph's fixed batch if it has one)",
+    )
     parser.add_argument(
         "--sparsity",
         choices=("bdwp", "forward"),
@@ -68,7 +75,7 @@ def _cmd_params(args: argparse.Namespace) -> int:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from nmsat.hw.gen import generate
+    from nmsat.hw.gen import TOP_NAME, generate
     from nmsat.hw.params import load_params
 
     params = load_params(args.config, args.overrides)
@@ -78,7 +85,18 @@ def _cmd_build(args: argparse.Namespace) -> int:
         f"{result.port_count} ports, generated in {result.seconds:.1f} s"
     )
     print("wrote " + ", ".join(str(p) for p in result.paths))
-    return 0
+    if not args.lint:
+        return 0
+    from nmsat.hw.lint import lint
+
+    report = lint(result.paths[0], TOP_NAME, wall=True)
+    counts = ", ".join(f"{name} {count}" for name, count in report.counts.items()) or "none"
+    print(f"verilator --lint-only -Wall: {len(report.errors)} errors; warnings: {counts}")
+    for message in report.unexpected[:20]:
+        print(f"  {message.severity} {message.category} {message.file}:{message.line}: "
+              f"{message.text}")  # fmt: skip
+    print("lint: clean (only accepted warnings)" if report.clean else "lint: FAILED")
+    return 0 if report.clean else 1
 
 
 def _cmd_isa_asm(args: argparse.Namespace) -> int:
@@ -244,7 +262,16 @@ def _load_model(name: str, batch: int) -> Any:
     return get_model(name, batch)
 
 
-def _compile(args: argparse.Namespace) -> tuple[Any, Any]:
+def _step_model(args: argparse.Namespace) -> Any:
+    """The model of the step options: ``--model`` (zoo or YAML) or ``--onnx``."""
+    if args.onnx is not None:
+        from nmsat.compiler.onnx_import import load_onnx
+
+        return load_onnx(args.onnx, args.batch)
+    return _load_model(args.model, args.batch or 32)
+
+
+def _compile(args: argparse.Namespace, model: Any = None) -> tuple[Any, Any]:
     """Compile the step the common options describe; return (params, program)."""
     from nmsat.compiler import CompileOptions, compile_model
     from nmsat.hw.params import format_nm, load_params
@@ -255,7 +282,8 @@ def _compile(args: argparse.Namespace) -> tuple[Any, Any]:
     if n < m and not params.supports_nm(n, m):
         allowed = ", ".join(format_nm(*nm) for nm in params.nm_patterns)
         raise NmsatError(f"--nm {args.nm}: {params.name} supports dense, {allowed}")
-    model = _load_model(args.model, args.batch)
+    if model is None:
+        model = _step_model(args)
     options = CompileOptions(
         interleave=not args.no_interleave, pregen=not args.no_pregen, schedule=not args.no_schedule
     )
@@ -290,8 +318,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from nmsat.hw.files import write_atomic
     from nmsat.sim.step import simulate_step
 
-    params, prog = _compile(args)
-    model = _load_model(args.model, args.batch)
+    model = _step_model(args)
+    params, prog = _compile(args, model)
     with tqdm(
         total=None, desc="segments", unit="seg", disable=args.no_progress or None, leave=False
     ) as bar:
@@ -338,6 +366,39 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     if args.json is not None:
         write_atomic(args.json, json.dumps(record, indent=1) + "\n")
         print(f"wrote {args.json}")
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from nmsat.reports.pareto import write_pareto_plot
+    from nmsat.sim.sweep import load_grid, plan_sweep, run_sweep
+
+    grid = load_grid(args.grid)
+    points = plan_sweep(
+        grid,
+        config=args.config,
+        overrides=args.overrides,
+        model=args.model,
+        nm=args.nm,
+        batch=args.batch,
+    )
+    result = run_sweep(
+        points,
+        args.out,
+        swept=grid.keys,
+        engine=args.engine,
+        jobs=args.jobs,
+        scheduler=args.scheduler,
+        progress=not args.no_progress,
+    )
+    png = write_pareto_plot(result, Path(args.out) / "pareto.png")
+    print(
+        f"{len(result.rows)} points: {result.evaluated} simulated, {result.reused} reused, "
+        f"{result.failed} where the model does not fit (error column)"
+    )
+    print(result.format_pareto())
+    print(f"resources: ESTIMATE from {result.resource_table}, not a synthesis result")
+    print("wrote " + ", ".join(str(p) for p in (*result.paths, png)))
     return 0
 
 
@@ -390,6 +451,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config(p)
     p.add_argument("--out", default="build/rtl", help="output folder (default: build/rtl)")
+    p.add_argument(
+        "--lint",
+        action="store_true",
+        help="then run Verilator --lint-only (-Wall) on the Verilog; exit 1 on an error or "
+        "a warning not accepted in docs/hw.md",
+    )
     p.set_defaults(func=_cmd_build)
 
     p = sub.add_parser("isa", help="assemble, disassemble and document programs")
@@ -489,6 +556,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="write the result as JSON here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser(
+        "sweep", help="simulate a grid of configurations: CSV results and a Pareto plot"
+    )
+    _add_config(p)
+    p.add_argument("--grid", required=True, help="YAML grid: parameter -> list of values")
+    p.add_argument("--model", default=None, help="zoo name or YAML layer file (unless swept)")
+    p.add_argument("--nm", default=None, help="N:M pattern unless swept (default: 2:8)")
+    p.add_argument("--batch", type=_positive_int, default=32, help="samples per step")
+    p.add_argument(
+        "--engine",
+        choices=("local", "dask"),
+        default="local",
+        help="local: a process pool (default); dask: a Dask cluster",
+    )
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDR",
+        help="Dask scheduler address (default with --engine dask: a LocalCluster)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=None,
+        help="worker processes (default: the usable CPUs)",
+    )
+    p.add_argument("--out", required=True, help="output folder (reruns resume there)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("zoo", help="list the model zoo or print a model's layers")
     p.add_argument("model", nargs="?", default=None, help="zoo name or a YAML layer file")
