@@ -27,6 +27,7 @@ from typing import Any, Literal
 import yaml
 
 from .errors import ConfigError
+from .files import read_yaml_mapping, resolve_data_file
 
 __all__ = [
     "BUFFER_ADDR_BITS",
@@ -429,26 +430,8 @@ def load_params(source: str | Path, overrides: Sequence[str] = ()) -> SATParams:
     ConfigError
         In one line naming the file or override, the key and the rule broken.
     """
-    path = Path(source)
-    if not path.suffix and not path.exists():
-        path = presets_dir() / f"{source}.yaml"
-        if not path.exists():
-            raise ConfigError(
-                f"config {str(source)!r}: no such preset or file; presets: "
-                f"{', '.join(preset_names())}"
-            )
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: malformed YAML{where}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys to values")
+    path, _ = resolve_data_file(source, presets_dir(), "config", "preset", preset_names())
+    data = read_yaml_mapping(path)
     for override in overrides:
         try:
             _apply_override(data, override)

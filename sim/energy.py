@@ -30,9 +30,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import yaml
-
 from nmsat.hw.errors import ConfigError
+from nmsat.hw.files import read_yaml_mapping, resolve_data_file
 from nmsat.hw.params import SATParams, presets_dir
 from nmsat.sim.events import Events
 
@@ -411,28 +410,10 @@ def load_energy_table(source: str | Path) -> EnergyTable:
         when ``source`` is neither a table nor a file. A shipped table's ``name`` must equal
         its file name.
     """
-    path = Path(source)
-    named = False
-    if not path.suffix and not path.exists():
-        path = energy_tables_dir() / f"{source}.yaml"
-        if not path.exists():
-            raise ConfigError(
-                f"energy table {str(source)!r}: no such table or file; tables: "
-                f"{', '.join(energy_table_names())}"
-            )
-        named = True
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: malformed YAML{where}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys to values")
+    path, named = resolve_data_file(
+        source, energy_tables_dir(), "energy table", "table", energy_table_names()
+    )
+    data = read_yaml_mapping(path)
     try:
         table = _from_mapping(data)
     except ConfigError as exc:

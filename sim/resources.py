@@ -29,9 +29,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import yaml
-
 from nmsat.hw.errors import ConfigError
+from nmsat.hw.files import read_yaml_mapping, resolve_data_file
 from nmsat.hw.params import SATParams, presets_dir
 
 __all__ = [
@@ -345,20 +344,10 @@ def load_resource_table(source: str | Path = DEFAULT_TABLE) -> ResourceTable:
     ConfigError
         In one line naming the file, the key and the rule broken.
     """
-    path = Path(source)
-    if not path.suffix and not path.exists():
-        path = resource_tables_dir() / f"{source}.yaml"
-        if not path.exists():
-            raise ConfigError(
-                f"resource table {str(source)!r}: no such table or file; tables: "
-                f"{', '.join(resource_table_names())}"
-            )
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    except yaml.YAMLError:
-        raise ConfigError(f"{path}: malformed YAML") from None
+    path, _ = resolve_data_file(
+        source, resource_tables_dir(), "resource table", "table", resource_table_names()
+    )
+    data = read_yaml_mapping(path)
     try:
         return _from_mapping(data)
     except ConfigError as exc:

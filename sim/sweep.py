@@ -55,12 +55,11 @@ from types import MappingProxyType
 from typing import Any
 
 import numpy as np
-import yaml
 from tqdm import tqdm
 
 from nmsat.compiler import CompileOptions
 from nmsat.hw.errors import ConfigError, NmsatError
-from nmsat.hw.files import write_atomic
+from nmsat.hw.files import read_yaml_mapping, write_atomic
 from nmsat.hw.params import SATParams, format_nm, load_params
 from nmsat.models.nm import parse_nm
 from nmsat.models.zoo import Model, get_model, load_model_yaml
@@ -194,18 +193,7 @@ def load_grid(path: str | Path) -> Grid:
         pattern, a ``model`` that is not a string.
     """
     where = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot read ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{where}: malformed YAML{line}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping of parameter -> list of values")
+    data = read_yaml_mapping(path, "a mapping of parameter -> list of values")
     if not data:
         raise ConfigError(f"{where}: no parameters to sweep")
     allowed = grid_keys()
