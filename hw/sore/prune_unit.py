@@ -68,12 +68,13 @@ class PruneUnit(wiring.Component):
       ``W = G * m`` rows by ``W`` columns, one row segment per cycle, into one half of a
       double-buffered ``W x W`` register array (the corner turn), while the other half,
       holding the previous tile, shifts out one column (``G`` groups) per cycle into the
-      SORE. This costs about ``W`` cycles more than the formula, exactly
-      :func:`prune_bp_cycles`.
+      SORE. The fill of the first tile costs about ``W`` cycles more than a pass over the
+      groups; the contract's BP formula includes that term, so ``done`` comes exactly
+      ``isa.cycles`` (:func:`prune_bp_cycles`) after ``start``.
 
     **Unit contract.** ``start`` is a one-cycle pulse with the payload ``prune`` valid in
-    that cycle, which latches it; ``done`` pulses in cycle ``s + cycles`` (FF:
-    ``isa.cycles``; BP: :func:`prune_bp_cycles`), every write is stored by then, and
+    that cycle, which latches it; ``done`` pulses in cycle ``s + isa.cycles`` (for BP the
+    same as :func:`prune_bp_cycles`), every write is stored by then, and
     ``start`` may pulse again in that cycle.
 
     Parameters
