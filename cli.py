@@ -220,10 +220,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_report_speedup(args: argparse.Namespace) -> int:
-    from nmsat.reports.speedup import PATTERNS, WORKLOADS, make_speedup_report
+    from nmsat.reports.speedup import (
+        FORWARD_PATTERNS,
+        PATTERNS,
+        WORKLOADS,
+        make_speedup_report,
+    )
 
     models = tuple(args.models.split(",")) if args.models else WORKLOADS
     patterns = tuple(args.patterns.split(",")) if args.patterns else PATTERNS
+    forward = tuple(p for p in FORWARD_PATTERNS if p in patterns)
+    if args.forward_patterns is not None:
+        forward = tuple(p for p in args.forward_patterns.split(",") if p and p != "none")
     table = make_speedup_report(
         Path(args.out),
         config=args.config,
@@ -231,12 +239,13 @@ def _cmd_report_speedup(args: argparse.Namespace) -> int:
         batch=args.batch,
         models=models,
         patterns=patterns,
+        forward_patterns=forward,
         ablation_nm=None if args.no_ablation else ("2:8" if "2:8" in patterns else None),
         jobs=args.jobs,
         progress=not args.no_progress,
     )
     print(table)
-    print(f"written to {args.out}/ (README.md, runs.csv, *.png)")
+    print(f"written to {args.out}/ (README.md, *.csv, summary.json, *.png)")
     return 0
 
 
@@ -244,12 +253,23 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
     from nmsat.models.zoo import get_model, load_model_yaml, model_names
 
     if args.model is None:
+        if args.onnx is not None:
+            from nmsat.models.zoo import ModelError
+
+            raise ModelError(f"--onnx needs a model; models: {', '.join(model_names())}")
         print("\n".join(model_names()))
         return 0
+    batch = args.batch or 1
     if args.model.endswith((".yaml", ".yml")):
-        model = load_model_yaml(args.model, args.batch)
+        model = load_model_yaml(args.model, batch)
     else:
-        model = get_model(args.model, args.batch)
+        model = get_model(args.model, batch)
+    if args.onnx is not None:
+        from nmsat.compiler.onnx_export import save_onnx
+
+        # A batch given on the command line is fixed in the graph; else the axis is symbolic.
+        print(save_onnx(model, args.onnx, args.batch).summary())
+        return 0
     print(model.summary())
     return 0
 
@@ -496,7 +516,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "report",
-        help="the speedup report (Markdown, CSV, PNG); 'report accuracy' for the accuracy one",
+        help="the evaluation report: speedup, forward-only vs BDWP, ablation, energy, roofline "
+        "(Markdown, CSV, JSON, PNG); 'report accuracy' for the accuracy one",
     )
     _add_config(p)
     p.add_argument("--out", default="build/reports/speedup", help="output folder")
@@ -509,7 +530,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--patterns",
         default=None,
-        help="comma-separated N:M patterns (default: dense, 2:4, 2:8, 1:8)",
+        help="comma-separated N:M patterns (default: dense, 2:4, 4:8, 2:8, 1:8)",
+    )
+    p.add_argument(
+        "--forward-patterns",
+        default=None,
+        help="patterns also run forward-only (SR-STE: BP dense), among --patterns "
+        "(default: 2:8; 'none' for none)",
     )
     p.add_argument("--no-ablation", action="store_true", help="skip the ablation runs")
     p.add_argument(
@@ -587,9 +614,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_sweep)
 
-    p = sub.add_parser("zoo", help="list the model zoo or print a model's layers")
+    p = sub.add_parser("zoo", help="list the model zoo, print a model's layers or write it as ONNX")
     p.add_argument("model", nargs="?", default=None, help="zoo name or a YAML layer file")
-    p.add_argument("--batch", type=_positive_int, default=1)
+    p.add_argument(
+        "--batch",
+        type=_positive_int,
+        default=None,
+        help="samples per step (default 1); with --onnx, fixes the graph's batch axis "
+        "(default: symbolic)",
+    )
+    p.add_argument(
+        "--onnx",
+        metavar="FILE",
+        default=None,
+        help="write the model as an ONNX file with random weights (docs/onnx.md)",
+    )
     p.set_defaults(func=_cmd_zoo)
     return parser
 

@@ -1,145 +1,139 @@
-"""The speedup report: what BDWP N:M training gains on the SAT-style accelerator.
+"""The evaluation report: what BDWP N:M training gains on the SAT-style accelerator.
 
 :func:`make_speedup_report` compiles and simulates one training step of every workload
-(:data:`WORKLOADS`) at every pattern (:data:`PATTERNS`, dense included) on one hardware
-configuration, plus the ablation of the three dataflow optimisations at one pattern, and
-writes into one folder:
+(:data:`WORKLOADS`) at every pattern (:data:`PATTERNS`, dense included), forward-only N:M at
+:data:`FORWARD_PATTERNS`, and the ablation of the three dataflow optimisations at one pattern,
+all on one hardware configuration, in a process pool. Every run serves every table it can
+(the 2:8 run is the speedup's, the energy's, the roofline's and the ablation's baseline).
+It writes into one folder:
 
 - ``README.md``: the configuration, how to regenerate the report, and the tables: step and
-  per-pass speedup against dense on the same hardware beside the compute bound
-  ``3M / (2N + M)`` and the paper's 1.75x at 2:8; the ablation; energy per step, its
-  breakdown and efficiency (with the energy table named); utilisation; effective and
-  executed throughput;
-- ``runs.csv``: one row per simulated step with every figure;
-- ``speedup.png``, ``passes.png``, ``ablation.png``, ``energy.png``: the plots.
+  per-pass speedup against dense beside the bound ``3M / (2N + M)``, the paper's 1.75x at 2:8
+  and PAPER.md's GPU 2:4 measurements; forward-only N:M against BDWP; the ablation; energy
+  per step and efficiency (the energy table named); the roofline summary; utilisation,
+  effective and executed throughput; the accuracy table of ``reports/accuracy``;
+- data: ``runs.csv`` (one row per simulated step), ``speedup.csv`` (pass and step speedups),
+  ``layers.csv`` (cycles, MACs and DRAM bytes of every layer's GEMM passes: the roofline's
+  points), ``summary.json`` (the headline figures);
+- plots: ``speedup.png``, ``passes.png``, ``forward.png``, ``gpu.png``, ``ablation.png``,
+  ``energy.png``, ``pareto.png``, ``roofline.png``.
 
-Every file is written atomically and records no time or machine, so a rerun gives the same
-bytes (STYLE.md G18).
+Every file is written atomically and records no time or machine; rows come in a fixed order
+and floats with fixed decimals, so a rerun gives the same bytes (STYLE.md G18) and
+tests/reports/test_speedup_committed.py can compare the committed data exactly.
 
 Ref: C. Fang et al., "Efficient N:M Sparse DNN Training Using Algorithm, Architecture, and
      Dataflow Co-Design", IEEE TCAD 2023 (1.75x average at 2:8 on a VCU1525); PAPER.md (the
-     bound 3M / (2N + M)); DESIGN.md sections 5 and 7.
+     bounds, the GPU 2:4 figures); DESIGN.md sections 5 and 7.
 """
 
 from __future__ import annotations
 
-import csv
-import dataclasses
-import io
 import math
 import multiprocessing
 import os
-import statistics
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any
 
 from tqdm import tqdm
 
-from nmsat.compiler import CompileOptions
 from nmsat.hw.errors import ConfigError
 from nmsat.hw.files import write_atomic
 from nmsat.hw.params import SATParams, load_params
 from nmsat.models.nm import parse_nm
-from nmsat.models.zoo import get_model
+from nmsat.models.zoo import MatMul, get_model
 from nmsat.sim.energy import load_energy_table
-from nmsat.sim.runner import PASS_NAMES
-from nmsat.sim.step import simulate_step
+
+from . import _speedup_plots as _plots
+from . import _speedup_tables as tables
+from ._speedup_data import (
+    ABLATIONS,
+    FORWARD_PATTERNS,
+    GPU_2_4,
+    PAPER_SPEEDUP_2_8,
+    PATTERNS,
+    WORKLOADS,
+    Results,
+    Run,
+    compute_bound,
+)
+from ._step_profile import profile_step
 
 __all__ = [
     "ABLATIONS",
-    "CSV_COLUMNS",
+    "ACCURACY_CSV",
+    "DATA_FILES",
+    "FORWARD_PATTERNS",
     "PAPER_SPEEDUP_2_8",
     "PATTERNS",
+    "PLOT_FILES",
     "WORKLOADS",
+    "Results",
     "Run",
     "compute_bound",
     "make_speedup_report",
+    "regenerate_command",
     "run_one",
+    "write_report",
 ]
 
-#: Models of the report (docs/zoo.md).
-WORKLOADS = ("resnet18", "resnet50", "vgg16", "vit_b16", "bert_base")
-#: Patterns of the report; ``dense`` is the baseline on the same hardware.
-PATTERNS = ("dense", "2:4", "2:8", "1:8")
-#: The paper's average training speedup at 2:8 over dense on the same hardware.
-PAPER_SPEEDUP_2_8 = 1.75
-#: The ablation's variants: each optimisation off in turn, then all off.
-ABLATIONS: dict[str, CompileOptions] = {
-    "all on": CompileOptions(),
-    "no interleave": CompileOptions(interleave=False),
-    "no pre-generation": CompileOptions(pregen=False),
-    "no scheduling": CompileOptions(schedule=False),
-    "all off": CompileOptions(interleave=False, pregen=False, schedule=False),
-}
-
-CSV_COLUMNS = (
-    "model",
-    "nm",
-    "variant",
-    "batch",
-    "cycles",
-    *(f"{p}_cycles" for p in PASS_NAMES),
-    "seconds",
-    "speedup",
-    "bound",
-    "macs_executed",
-    "macs_dense_equivalent",
-    "utilization",
-    "throughput_effective_tmacs",
-    "throughput_executed_tmacs",
-    "energy_mj",
-    "energy_table",
-    "gflops_per_w_effective",
-    "instructions",
-    "host_ops",
+#: The accuracy report's committed data, whose table the report includes (not retrained).
+ACCURACY_CSV = Path(__file__).resolve().parent / "accuracy" / "accuracy.csv"
+#: The text files of the report: what the staleness test compares.
+DATA_FILES = ("README.md", "runs.csv", "speedup.csv", "layers.csv", "summary.json")
+#: The plots (only with ``plots=True``; ``gpu.png`` needs 2:4, ``ablation.png`` the ablation,
+#: ``forward.png`` forward patterns).
+PLOT_FILES = (
+    "speedup.png",
+    "passes.png",
+    "forward.png",
+    "gpu.png",
+    "ablation.png",
+    "energy.png",
+    "pareto.png",
+    "roofline.png",
 )
 
-
-def compute_bound(nm: str) -> float:
-    """BDWP's ideal step speedup ``3M / (2N + M)`` (1.0 for dense)."""
-    n, m = parse_nm(nm)
-    return 3 * m / (2 * n + m)
-
-
-@dataclasses.dataclass(frozen=True)
-class Run:
-    """One simulated step of the report: its coordinates and its JSON record."""
-
-    model: str
-    nm: str
-    variant: str
-    record: dict[str, Any]
-
-    @property
-    def cycles(self) -> int:
-        """Cycles of the step."""
-        return int(self.record["cycles"])
-
-    def passes(self) -> dict[str, int]:
-        """Cycles by pass."""
-        return {k: int(v) for k, v in self.record["passes"].items()}
+_Job = tuple[str, str, str, str]  # model, nm, sparsity, variant
 
 
 def run_one(
-    model: str, nm: str, variant: str, config: str, overrides: Sequence[str], batch: int
+    model: str,
+    nm: str,
+    sparsity: str,
+    variant: str,
+    config: str,
+    overrides: Sequence[str],
+    batch: int,
+    keep_layers: bool,
 ) -> Run:
     """Compile and simulate one step (perf mode); a top-level function for worker processes."""
     params = load_params(config, overrides)
-    summary = simulate_step(get_model(model, batch), parse_nm(nm), params, ABLATIONS[variant])
+    summary, layers = profile_step(
+        get_model(model, batch),
+        parse_nm(nm),
+        params,
+        ABLATIONS[variant],
+        sparsity=sparsity,
+        layers=keep_layers,
+    )
     record = summary.to_json()
     record.pop("events", None)
-    return Run(model, nm, variant, record)
+    return Run(model, nm, sparsity, variant, record, layers)
 
 
 def _jobs(
-    models: Sequence[str], patterns: Sequence[str], ablation_nm: str | None
-) -> list[tuple[str, str, str]]:
-    jobs = [(model, nm, "all on") for model in models for nm in patterns]
+    models: Sequence[str],
+    patterns: Sequence[str],
+    forward_patterns: Sequence[str],
+    ablation_nm: str | None,
+) -> list[_Job]:
+    jobs = [(m, nm, "bdwp", "all on") for m in models for nm in patterns]
+    jobs += [(m, nm, "forward", "all on") for m in models for nm in forward_patterns]
     if ablation_nm is not None:
-        jobs += [(model, ablation_nm, v) for model in models for v in ABLATIONS if v != "all on"]
+        jobs += [(m, ablation_nm, "bdwp", v) for m in models for v in ABLATIONS if v != "all on"]
     return jobs
 
 
@@ -150,29 +144,101 @@ def _usable_cpus() -> int:
 
 
 def _run_all(
-    jobs: list[tuple[str, str, str]],
+    jobs: list[_Job],
     config: str,
     overrides: Sequence[str],
     batch: int,
     workers: int,
     progress: bool,
 ) -> list[Run]:
+    """Run every job; results in job order. Larger models start first (shorter tail)."""
+    cost = {m: get_model(m, batch).forward_macs for m in {j[0] for j in jobs}}
+    order = sorted(range(len(jobs)), key=lambda i: (-cost[jobs[i][0]], i))
+    args = [
+        (*job, config, overrides, batch, job[2] == "bdwp" and job[3] == "all on") for job in jobs
+    ]
     bar = tqdm(
-        total=len(jobs), desc="speedup report", unit="step", file=sys.stderr, disable=not progress
+        total=len(jobs),
+        desc="evaluation report",
+        unit="step",
+        file=sys.stderr,
+        disable=not progress,
     )
+    results: list[Run | None] = [None] * len(jobs)
     with bar:
         if workers == 1:
-            runs = []
-            for job in jobs:
-                runs.append(run_one(*job, config, overrides, batch))
+            for i in order:
+                results[i] = run_one(*args[i])
                 bar.update(1)
-            return runs
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            futures = [pool.submit(run_one, *job, config, overrides, batch) for job in jobs]
-            for _ in as_completed(futures):
-                bar.update(1)
-        return [future.result() for future in futures]
+        else:
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(workers, mp_context=context) as pool:
+                futures = {pool.submit(run_one, *args[i]): i for i in order}
+                for future in as_completed(futures):
+                    results[futures[future]] = future.result()
+                    bar.update(1)
+    return [r for r in results if r is not None]
+
+
+def _check(
+    params: SATParams,
+    models: Sequence[str],
+    patterns: Sequence[str],
+    forward_patterns: Sequence[str],
+    ablation_nm: str | None,
+    batch: int,
+    jobs: int | None,
+) -> None:
+    for nm in (*patterns, *forward_patterns):
+        n, m = parse_nm(nm)
+        if n < m and not params.supports_nm(n, m):
+            raise ConfigError(f"pattern {nm} is not supported by configuration {params.name}")
+    for nm in forward_patterns:
+        n, m = parse_nm(nm)
+        if n == m or nm not in patterns:
+            raise ConfigError(
+                f"forward-only pattern {nm}: must be one of the N:M patterns "
+                f"({', '.join(p for p in patterns if p != 'dense')})"
+            )
+    if ablation_nm is not None and ablation_nm not in patterns:
+        raise ConfigError(
+            f"ablation pattern {ablation_nm} must be one of the patterns ({', '.join(patterns)})"
+        )
+    if not models:
+        raise ConfigError("models: the list is empty; name at least one zoo model")
+    for model in models:
+        get_model(model, batch)  # fails early on an unknown name or batch
+    if jobs is not None and jobs < 1:
+        raise ConfigError(f"jobs = {jobs}; must be at least 1")
+
+
+def regenerate_command(
+    *,
+    config: str = "vcu1525",
+    overrides: Sequence[str] = (),
+    batch: int = 32,
+    models: Sequence[str] = WORKLOADS,
+    patterns: Sequence[str] = PATTERNS,
+    forward_patterns: Sequence[str] = FORWARD_PATTERNS,
+    ablation_nm: str | None = "2:8",
+    out: str = "reports/speedup",
+) -> str:
+    """The ``nmsat report`` command line that makes a report with these settings."""
+    command = "nmsat report"
+    if config != "vcu1525":
+        command += f" --config {config}"
+    command += "".join(f" --set {o}" for o in overrides)
+    if batch != 32:
+        command += f" --batch {batch}"
+    if tuple(models) != WORKLOADS:
+        command += f" --models {','.join(models)}"
+    if tuple(patterns) != PATTERNS:
+        command += f" --patterns {','.join(patterns)}"
+    if tuple(forward_patterns) != FORWARD_PATTERNS:
+        command += f" --forward-patterns {','.join(forward_patterns) or 'none'}"
+    if ablation_nm is None:
+        command += " --no-ablation"
+    return f"{command} --out {out}"
 
 
 def make_speedup_report(
@@ -183,11 +249,42 @@ def make_speedup_report(
     batch: int = 32,
     models: Sequence[str] = WORKLOADS,
     patterns: Sequence[str] = PATTERNS,
+    forward_patterns: Sequence[str] = FORWARD_PATTERNS,
     ablation_nm: str | None = "2:8",
     jobs: int | None = None,
     progress: bool = True,
+    plots: bool = True,
+    accuracy_csv: Path = ACCURACY_CSV,
 ) -> str:
     """Simulate every step of the report and write it into ``out_dir``; return its main table.
+
+    Parameters
+    ----------
+    out_dir : Path
+        The folder (created if needed).
+    config, overrides : str, sequence of str
+        The configuration and its ``--set`` overrides.
+    batch : int
+        Samples per step.
+    models, patterns : sequence of str
+        Zoo models; N:M patterns (``dense`` is added first if missing).
+    forward_patterns : sequence of str
+        Patterns also run with forward-only N:M (BP dense).
+    ablation_nm : str or None
+        The ablation's pattern (one of ``patterns``); None skips the ablation.
+    jobs : int, optional
+        Worker processes (default: the usable CPUs).
+    progress : bool
+        Show a progress bar on standard error.
+    plots : bool
+        Write the PNG plots (the data files are always written).
+    accuracy_csv : Path
+        The accuracy report's CSV whose table is included (a note if it is missing).
+
+    Returns
+    -------
+    str
+        The step speedup table (Markdown).
 
     Raises
     ------
@@ -195,295 +292,303 @@ def make_speedup_report(
         For a bad configuration, model or pattern (before anything is written).
     """
     params = load_params(config, overrides)
-    for nm in patterns:
-        n, m = parse_nm(nm)
-        if n < m and not params.supports_nm(n, m):
-            raise ConfigError(f"pattern {nm} is not supported by configuration {params.name}")
     if "dense" not in patterns:
         patterns = ("dense", *patterns)
-    for model in models:
-        get_model(model, batch)  # fails early on an unknown name
-    table = load_energy_table(params.energy_table)
-    job_list = _jobs(models, patterns, ablation_nm)
+    patterns = ("dense", *(p for p in patterns if p != "dense"))
+    _check(params, models, patterns, forward_patterns, ablation_nm, batch, jobs)
+    job_list = _jobs(models, patterns, forward_patterns, ablation_nm)
     workers = max(1, min(jobs or _usable_cpus(), len(job_list)))
     runs = _run_all(job_list, config, overrides, batch, workers, progress)
+    res = Results(tuple(runs), tuple(models), tuple(patterns), tuple(forward_patterns), ablation_nm)
+    command = regenerate_command(
+        config=config,
+        overrides=overrides,
+        batch=batch,
+        models=models,
+        patterns=patterns,
+        forward_patterns=forward_patterns,
+        ablation_nm=ablation_nm,
+    )
+    write_report(
+        res, out_dir, params=params, command=command, accuracy_csv=accuracy_csv, plots=plots
+    )
+    return tables.speedup_table(res)
+
+
+def write_report(
+    res: Results,
+    out_dir: Path,
+    *,
+    params: SATParams,
+    command: str,
+    accuracy_csv: Path = ACCURACY_CSV,
+    plots: bool = True,
+) -> None:
+    """Write the report of simulated runs ``res`` into ``out_dir`` (created if needed).
+
+    Parameters
+    ----------
+    res : Results
+        The runs (see :func:`make_speedup_report`).
+    out_dir : Path
+        The folder.
+    params : SATParams
+        The configuration the runs used.
+    command : str
+        The command line the README names to regenerate the report.
+    accuracy_csv : Path
+        The accuracy report's CSV whose table is included.
+    plots : bool
+        Write the PNG plots too.
+    """
+    table = load_energy_table(params.energy_table)
     out_dir.mkdir(parents=True, exist_ok=True)
-    main_table = _speedup_table(runs, models, patterns)
-    write_atomic(out_dir / "runs.csv", _csv_text(runs))
+    write_atomic(out_dir / "runs.csv", tables.runs_csv(res))
+    write_atomic(out_dir / "speedup.csv", tables.speedup_csv(res))
+    write_atomic(out_dir / "layers.csv", tables.layers_csv(res, params))
+    write_atomic(out_dir / "summary.json", tables.summary_json(res, params, table.name))
     write_atomic(
         out_dir / "README.md",
-        _readme(
-            runs,
-            params,
-            table.name,
-            table.source,
-            batch,
-            models,
-            patterns,
-            ablation_nm,
-            config,
-            overrides,
-        ),
+        _readme(res, params, table.name, table.source, command, accuracy_csv),
     )
-    write_atomic(out_dir / "speedup.png", _plot_speedup(runs, models, patterns))
-    write_atomic(out_dir / "passes.png", _plot_passes(runs, models, patterns))
-    if ablation_nm is not None:
-        write_atomic(out_dir / "ablation.png", _plot_ablation(runs, models, ablation_nm))
-    write_atomic(out_dir / "energy.png", _plot_energy(runs, models, patterns, table.name))
-    return main_table
+    if plots:
+        write_atomic(out_dir / "speedup.png", _plots.plot_speedup(res))
+        write_atomic(out_dir / "passes.png", _plots.plot_passes(res))
+        if res.forward_patterns:
+            write_atomic(out_dir / "forward.png", _plots.plot_forward(res))
+        if "2:4" in res.patterns:
+            write_atomic(out_dir / "gpu.png", _plots.plot_gpu(res))
+        if res.ablation_nm is not None:
+            write_atomic(out_dir / "ablation.png", _plots.plot_ablation(res))
+        write_atomic(out_dir / "energy.png", _plots.plot_energy(res, table.name))
+        write_atomic(out_dir / "pareto.png", _plots.plot_pareto(res, table.name))
+        write_atomic(out_dir / "roofline.png", _plots.plot_roofline(res, params))
 
 
-# -- tables ------------------------------------------------------------------------------------
+# -- README ------------------------------------------------------------------------------------
 
 
-def _index(runs: Sequence[Run]) -> dict[tuple[str, str, str], Run]:
-    return {(r.model, r.nm, r.variant): r for r in runs}
-
-
-def _speedup(
-    runs: dict[tuple[str, str, str], Run], model: str, nm: str, variant: str = "all on"
-) -> float:
-    return runs[(model, "dense", "all on")].cycles / runs[(model, nm, variant)].cycles
-
-
-def _speedup_table(runs: Sequence[Run], models: Sequence[str], patterns: Sequence[str]) -> str:
-    idx = _index(runs)
-    sparse = [p for p in patterns if p != "dense"]
-    head = "| model | " + " | ".join(sparse) + " |"
-    lines = [head, "|---" * (len(sparse) + 1) + "|"]
-    for model in models:
-        cells = [f"{_speedup(idx, model, nm):.2f}x" for nm in sparse]
-        lines.append(f"| {model} | " + " | ".join(cells) + " |")
-    means = [statistics.fmean(_speedup(idx, model, nm) for model in models) for nm in sparse]
-    lines.append("| **mean** | " + " | ".join(f"**{v:.2f}x**" for v in means) + " |")
-    lines.append(
-        "| bound 3M/(2N+M) | " + " | ".join(f"{compute_bound(nm):.2f}x" for nm in sparse) + " |"
+def _headlines(res: Results, table: str, params: SATParams) -> list[str]:
+    out = []
+    if "2:8" in res.patterns:
+        mean = res.mean_speedup("2:8")
+        out.append(
+            f"- **{mean:.2f}x** mean training-step speedup at 2:8 over dense on the same "
+            f"hardware ({100 * mean / compute_bound('2:8'):.0f} % of the bound "
+            f"{compute_bound('2:8'):.2f}x); the paper reports {PAPER_SPEEDUP_2_8:.2f}x on its "
+            f"benchmarks ({100 * PAPER_SPEEDUP_2_8 / compute_bound('2:8'):.0f} % of the bound)."
+        )
+    means = ", ".join(f"{nm} {res.mean_speedup(nm):.2f}x" for nm in res.sparse)
+    out.append(f"- Mean step speedup by pattern: {means}.")
+    for nm in res.forward_patterns:
+        gain = _mean([res.speedup(m, nm) / res.speedup(m, nm, "forward") for m in res.models])
+        out.append(
+            f"- Forward-only N:M at {nm} (SR-STE style, BP dense): "
+            f"{res.mean_speedup(nm, 'forward'):.2f}x mean (bound "
+            f"{compute_bound(nm, 'forward'):.2f}x), against {res.mean_speedup(nm):.2f}x for "
+            "BDWP: N:M weights in BP make the step "
+            f"{gain:.2f}x faster still."
+        )
+    if "2:4" in res.patterns:
+        steps = [row.step for row in GPU_2_4]
+        out.append(
+            f"- At 2:4, SAT's step speedup is {min(res.speedup(m, '2:4') for m in res.models):.2f}x"
+            f" to {max(res.speedup(m, '2:4') for m in res.models):.2f}x; PAPER.md's H100 "
+            f"measurements of 2:4 training GEMMs range from {min(steps):.2f}x to "
+            f"{max(steps):.2f}x."
+        )
+    sparse = "2:8" if "2:8" in res.patterns else res.sparse[-1] if res.sparse else None
+    if sparse is not None:
+        energy = _mean([res.energy_ratio(m, sparse) for m in res.models])
+        dense_eff = _mean([res.dense(m).gflops_per_w(True) for m in res.models])
+        eff = _mean([res.get(m, sparse).gflops_per_w(True) for m in res.models])
+        out.append(
+            f"- Energy per step at {sparse}: {energy:.2f} of dense on average (table `{table}`); "
+            f"effective efficiency {eff:.0f} GFLOPS/W against {dense_eff:.0f} GFLOPS/W dense."
+        )
+    nm = tables.roofline_patterns(res)[-1]
+    shares = ", ".join(
+        f"{m} {100 * tables.memory_bound_share(res, params, m, nm):.0f} %" for m in res.models
     )
-    paper = [f"{PAPER_SPEEDUP_2_8:.2f}x (mean)" if nm == "2:8" else "" for nm in sparse]
-    lines.append("| paper (VCU1525) | " + " | ".join(paper) + " |")
-    return "\n".join(lines)
+    line = (
+        f"- Roofline at {nm}: share of the GEMM passes' cycles spent in memory-bound layer "
+        f"passes: {shares}."
+    )
+    batch = int(res.runs[0].record["batch"])
+    attention = []
+    for m in res.models:
+        bound = tables.memory_bound_cycles(res, params, m, nm)
+        products = {x.name for x in get_model(m, batch).layers if isinstance(x, MatMul)}
+        in_products = sum(v for k, v in bound.items() if k in products)
+        if in_products:
+            attention.append(f"{m} {100 * in_products / sum(bound.values()):.0f} %")
+    if attention:
+        line += (
+            " Of those cycles, attention products (operands gathered one element per memory "
+            f"beat, docs/decisions.md) take: {', '.join(attention)}."
+        )
+    out.append(line)
+    if res.ablation_nm is not None:
+        nm = res.ablation_nm
+        gains = {
+            v: _mean([res.get(m, nm, variant=v).cycles / res.get(m, nm).cycles for m in res.models])
+            for v in ABLATIONS
+            if v not in ("all on",)
+        }
+        out.append(
+            f"- Ablation at {nm}: without interleave mapping a step takes "
+            f"{gains['no interleave']:.2f}x the cycles, without offline scheduling "
+            f"{gains['no scheduling']:.2f}x, without pre-generation "
+            f"{gains['no pre-generation']:.2f}x; all off {gains['all off']:.2f}x."
+        )
+    return out
 
 
-def _pass_table(runs: Sequence[Run], models: Sequence[str], patterns: Sequence[str]) -> str:
-    idx = _index(runs)
-    sparse = [p for p in patterns if p != "dense"]
-    lines = [
-        "| model | pattern | FF | BP | WU | update + prune | element-wise | step |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for model in models:
-        dense = idx[(model, "dense", "all on")].passes()
-        for nm in sparse:
-            run = idx[(model, nm, "all on")].passes()
-            cells = []
-            for keys in (("ff",), ("bp",), ("wu",), ("update", "prune"), ("vector",)):
-                d = sum(dense[k] for k in keys)
-                s = sum(run[k] for k in keys)
-                cells.append(f"{d / s:.2f}x" if s else "-")
-            cells.append(f"{_speedup(idx, model, nm):.2f}x")
-            lines.append(f"| {model} | {nm} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _ablation_table(runs: Sequence[Run], models: Sequence[str], nm: str) -> str:
-    idx = _index(runs)
-    variants = list(ABLATIONS)
-    lines = ["| model | " + " | ".join(variants) + " |", "|---" * (len(variants) + 1) + "|"]
-    for model in models:
-        base = idx[(model, nm, "all on")].cycles
-        cells = []
-        for v in variants:
-            run = idx[(model, nm, v)]
-            cells.append(
-                f"{run.cycles / 1e6:,.1f} M"
-                + ("" if v == "all on" else f" ({run.cycles / base:.2f}x)")
+def _same_density_note(res: Results) -> list[str]:
+    """A note on patterns of equal density N/M (e.g. 2:4 and 4:8), which cost the same time."""
+    notes = []
+    sparse = list(res.sparse)
+    for i, a in enumerate(sparse):
+        for b in sparse[i + 1 :]:
+            (na, ma), (nb, mb) = parse_nm(a), parse_nm(b)
+            if na * mb != nb * ma:
+                continue
+            diff = max(
+                abs(res.get(m, a).cycles - res.get(m, b).cycles) / res.get(m, a).cycles
+                for m in res.models
             )
-        lines.append(f"| {model} | " + " | ".join(cells) + " |")
-    lines.append("")
-    lines.append(
-        "Each optimisation's gain at " + nm + " (cycles with it off / cycles with all on):"
-    )
-    lines.append("")
-    for v in variants[1:-1]:
-        gains = [idx[(m, nm, v)].cycles / idx[(m, nm, "all on")].cycles for m in models]
-        lines.append(
-            f"- {v.replace('no ', '')}: mean {statistics.fmean(gains):.2f}x "
-            f"(from {min(gains):.2f}x to {max(gains):.2f}x)"
-        )
-    return "\n".join(lines)
+            accuracy = (
+                " What sets them apart is accuracy (SR-STE's ResNet-50 on ImageNet: 77.0 % "
+                "top-1 at 2:4, 77.4 % at 4:8; PAPER.md)."
+                if {a, b} == {"2:4", "4:8"}
+                else ""
+            )
+            notes.append(
+                f"{a} and {b} keep the same share N/M = {na}/{ma} of the weights and take the "
+                f"same step cycles within {100 * diff:.3f} %: on this array the step time is "
+                f"set by N/M, not by M.{accuracy}"
+            )
+    return [*notes, ""] if notes else []
 
 
-def _energy_table(runs: Sequence[Run], models: Sequence[str], patterns: Sequence[str]) -> str:
-    idx = _index(runs)
-    lines = [
-        "| model | pattern | energy per step (mJ) | vs dense | MAC | SRAM | DRAM | SORE + "
-        "WUVE | control | static | effective GFLOPS/W |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for model in models:
-        dense_pj = idx[(model, "dense", "all on")].record["energy_pj"]
-        for nm in patterns:
-            rec = idx[(model, nm, "all on")].record
-            e = rec["energy_breakdown_pj"]
-            total = e["total_pj"]
-            shares = [
-                e["mac_pj"],
-                e["sram_pj"],
-                e["dram_pj"],
-                e["sore_pj"] + e["wuve_pj"],
-                e["control_pj"],
-                e["static_pj"],
-            ]
-            cells = [f"{total / 1e9:,.1f}", f"{total / dense_pj:.2f}"]
-            cells += [f"{100 * s / total:.1f} %" for s in shares]
-            cells.append(f"{_gflops_per_w(rec):.1f}")
-            lines.append(f"| {model} | {nm} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _gflops_per_w(rec: dict[str, Any]) -> float:
-    """Dense-equivalent FLOPs (2 per MAC) per joule, in GFLOPS/W."""
-    return 2 * float(rec["macs_dense_equivalent"]) / (float(rec["energy_pj"]) * 1e-12) / 1e9
-
-
-def _throughput_table(runs: Sequence[Run], models: Sequence[str], patterns: Sequence[str]) -> str:
-    idx = _index(runs)
-    lines = [
-        "| model | pattern | step time (ms) | utilisation | effective TMAC/s | "
-        "executed TMAC/s | instructions | host operations |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for model in models:
-        for nm in patterns:
-            rec = idx[(model, nm, "all on")].record
-            cells = [
-                f"{rec['seconds'] * 1e3:,.1f}",
-                f"{100 * rec['utilization']:.1f} %",
-                f"{rec['throughput_effective_tmacs']:.3f}",
-                f"{rec['throughput_executed_tmacs']:.3f}",
-                f"{rec['instructions']:,}",
-                str(len(rec["host_ops"])),
-            ]
-            lines.append(f"| {model} | {nm} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _csv_text(runs: Sequence[Run]) -> str:
-    idx = _index(runs)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for run in runs:
-        rec = run.record
-        dense = idx.get((run.model, "dense", "all on"))
-        speedup = dense.cycles / run.cycles if dense is not None else float("nan")
-        writer.writerow(
-            [
-                run.model,
-                run.nm,
-                run.variant,
-                rec["batch"],
-                rec["cycles"],
-                *(rec["passes"][p] for p in PASS_NAMES),
-                f"{rec['seconds']:.6g}",
-                f"{speedup:.4f}",
-                f"{compute_bound(run.nm):.4f}",
-                rec["macs_executed"],
-                rec["macs_dense_equivalent"],
-                f"{rec['utilization']:.4f}",
-                f"{rec['throughput_effective_tmacs']:.4f}",
-                f"{rec['throughput_executed_tmacs']:.4f}",
-                f"{rec['energy_pj'] / 1e9:.4f}",
-                rec["energy_table"],
-                f"{_gflops_per_w(rec):.2f}",
-                rec["instructions"],
-                len(rec["host_ops"]),
-            ]
-        )
-    return buffer.getvalue()
+def _mean(values: Sequence[float]) -> float:
+    return math.fsum(values) / len(values) if values else math.nan
 
 
 def _readme(
-    runs: Sequence[Run],
+    res: Results,
     params: SATParams,
     table: str,
     source: str,
-    batch: int,
-    models: Sequence[str],
-    patterns: Sequence[str],
-    ablation_nm: str | None,
-    config: str,
-    overrides: Sequence[str],
+    command: str,
+    accuracy_csv: Path,
 ) -> str:
-    command = f"nmsat report --config {config}" + "".join(f" --set {o}" for o in overrides)
-    if batch != 32:
-        command += f" --batch {batch}"
-    idx = _index(runs)
-    hosts = sorted({h["kind"] for r in runs for h in r.record["host_ops"]})
-    mean_28 = (
-        statistics.fmean(_speedup(idx, m, "2:8") for m in models) if "2:8" in patterns else math.nan
-    )
+    hosts = sorted({h["kind"] for r in res.runs for h in r.record["host_ops"]})
+    batch = int(res.runs[0].record["batch"])
+    peak = params.peak_macs_per_s
+    bw = params.dram_bandwidth_bytes_per_s
     parts = [
-        "# Speedup of BDWP N:M sparse training on the SAT-style accelerator",
+        "# Evaluation: BDWP N:M sparse training on the SAT-style accelerator",
         "",
         "Generated by `nmsat.reports.speedup`; do not edit. Regenerate with",
         "",
         "```sh",
-        f"{command} --out <folder>",
+        command,
         "```",
+        "",
+        "tests/reports/test_speedup_committed.py regenerates the data files (CSV, JSON and this "
+        "page) and fails if they differ from the committed ones.",
+        "",
+        "## Headline figures",
+        "",
+        *_headlines(res, table, params),
         "",
         "## What was run",
         "",
         f"- Hardware: configuration `{params.name}`: a {params.array_rows} x {params.array_cols} "
         f"array of FP16 x FP16 -> FP32 PEs at {params.clock_hz / 1e6:g} MHz "
-        f"({params.peak_macs_per_s / 1e12:.3f} TMAC/s peak), external memory "
-        f"{params.dram_bytes_per_cycle} bytes per cycle "
-        f"({params.dram_bandwidth_bytes_per_s / 1e9:.1f} GB/s) with "
+        f"({peak / 1e12:.3f} TMAC/s peak), external memory "
+        f"{params.dram_bytes_per_cycle} bytes per cycle ({bw / 1e9:.1f} GB/s) with "
         f"{params.dram_latency_cycles} cycles latency, FP32 adder latency "
         f"{params.adder_latency}, interleave {params.interleave}, SORE {params.sore_lanes} "
         f"lanes, WUVE {params.wuve_lanes} lanes.",
-        f"- Workloads: one BDWP training step (FF, BP, WU, SGD update with SR-STE, pruning) of "
-        f"{', '.join(models)} at batch {batch}, compiled by `nmsat.compiler` and run on the "
+        f"- Workloads: one training step (FF, BP, WU, SGD update with SR-STE, pruning) of "
+        f"{', '.join(res.models)} at batch {batch}, compiled by `nmsat.compiler` and run on the "
         "cycle-accurate Python model (`nmsat.sim`, perf mode). First convs, patch embeddings "
         "and classifiers stay dense (docs/decisions.md).",
-        f"- Patterns: {', '.join(patterns)}; *dense* is the same hardware without N:M.",
+        f"- Patterns: {', '.join(res.patterns)}; *dense* is the same hardware without N:M. "
+        "BDWP prunes the weights N:M in FF (groups along C_in) and BP (groups along C_out); WU "
+        "is dense."
+        + (
+            f" Forward-only N:M (SR-STE style: FF sparse, BP dense) at "
+            f"{', '.join(res.forward_patterns)}."
+            if res.forward_patterns
+            else ""
+        ),
         "- Cycles count the accelerator only. Work left to the host ("
         + ", ".join(hosts)
         + ") is listed per step in runs.csv and not included.",
-        f"- Energy: table `{table}` ({source.strip()}). Energy = events x energy per event + "
+        f"- Energy: table `{table}` ({source.strip().rstrip('.')}). Energy = events x energy "
+        "per event + "
         "static power x time.",
         "",
         "## Step speedup over dense",
         "",
-        "Cycles of the dense step divided by cycles of the N:M step, same hardware.",
+        "Cycles of the dense step divided by cycles of the N:M step, same hardware. The "
+        "paper's figure is the mean over its own benchmarks on its VCU1525 design; the GPU row "
+        "is the range of PAPER.md's H100 2:4 measurements of single layers' training GEMMs "
+        "(see below), not whole steps.",
         "",
-        _speedup_table(runs, models, patterns),
+        tables.speedup_table(res),
         "",
+        *_same_density_note(res),
         "![step speedup](speedup.png)",
         "",
-    ]
-    if not math.isnan(mean_28):
-        parts += [
-            f"At 2:8 the mean speedup is {mean_28:.2f}x, {100 * mean_28 / 2.0:.0f} % of the "
-            f"bound 2.00x; the paper reports {PAPER_SPEEDUP_2_8:.2f}x "
-            f"({100 * PAPER_SPEEDUP_2_8 / 2.0:.0f} % of the bound) on its benchmarks.",
-            "",
-        ]
-    parts += [
         "## Speedup by pass",
         "",
         "Each pass's cycles (the cycles in which its oldest instruction runs) in the dense step "
-        "over the N:M step. FF and BP use the N:M copies; WU, the update and the element-wise "
-        "passes are dense in both, so they bound the step speedup (Amdahl).",
+        "over the N:M step. FF and BP use the N:M copies (ideal M/N); WU, the update, pruning "
+        "and the element-wise passes (*update + other*) are dense in both, so they bound the "
+        "step speedup (Amdahl).",
         "",
-        _pass_table(runs, models, patterns),
+        tables.pass_table(res),
         "",
         "![speedup by pass](passes.png)",
         "",
     ]
-    if ablation_nm is not None:
+    if res.forward_patterns:
         parts += [
-            f"## Ablation of the dataflow optimisations ({ablation_nm})",
+            "## Forward-only N:M against BDWP",
+            "",
+            "Forward-only N:M (SR-STE, the usual way to train N:M networks on GPUs) prunes the "
+            "weights in FF only; BDWP also in BP. Same hardware, same compiler: the "
+            "forward-only BP uses a dense FP16 copy of the weights. Bounds with equal FF, BP "
+            "and WU work: 3M/(2N+M) for BDWP, 3M/(N+2M) for forward only.",
+            "",
+            tables.forward_table(res),
+            "",
+            "![forward-only vs BDWP](forward.png)",
+            "",
+        ]
+    if "2:4" in res.patterns:
+        parts += [
+            "## GPU 2:4 against SAT",
+            "",
+            "PAPER.md's measurements of 2:4 sparsity on an NVIDIA H100 (fp16, cuSPARSELt through "
+            "PyTorch 2.11, kernel time only, one training step's three GEMMs per layer: FF and "
+            "BP 2:4, WU dense; measured for this project, not figures of Fang et al.), beside "
+            "SAT's 2:4 figures for the zoo layers closest to each GEMM (the same kind of layer; "
+            "batch and sizes differ as noted). SAT's layer figures are the cycles of those "
+            "layers' FF, BP and WU passes in the dense step over the 2:4 step (layers.csv).",
+            "",
+            tables.gpu_table(res),
+            "",
+            "![GPU 2:4 vs SAT](gpu.png)",
+            "",
+        ]
+    if res.ablation_nm is not None:
+        parts += [
+            f"## Ablation of the dataflow optimisations ({res.ablation_nm})",
             "",
             "Step cycles with every optimisation on, each one off in turn, and all off "
             "(interleave mapping: GEMMs interleave accumulations to hide the FP32 adder "
@@ -491,20 +596,50 @@ def _readme(
             "each update; offline scheduling: double buffering and tokens only where data "
             "flows, off = every instruction waits for the previous one).",
             "",
-            _ablation_table(runs, models, ablation_nm),
+            tables.ablation_table(res),
             "",
             "![ablation](ablation.png)",
             "",
         ]
     parts += [
-        "## Energy per step",
+        "## Energy per step and efficiency",
         "",
-        f"Table `{table}`. Shares of the step's energy by component; efficiency counts the "
-        "dense-equivalent FLOPs (2 per MAC) of the step per joule.",
+        f"Table `{table}`. Shares of the step's energy by component. *Effective* efficiency "
+        "counts the dense-equivalent FLOPs (2 per MAC) of the step per joule (N:M skipping "
+        "counts as done); *executed* counts the FLOPs the array performed.",
         "",
-        _energy_table(runs, models, patterns),
+        tables.energy_table(res),
         "",
         "![energy](energy.png)",
+        "",
+        "Speedup against energy, both relative to the dense step: up and to the left is "
+        "better; each grey line is one model from dense through the N:M patterns.",
+        "",
+        "![speedup vs energy](pareto.png)",
+        "",
+        "## Roofline",
+        "",
+        f"The array's peak is {peak / 1e12:.3f} TMAC/s dense and M/N times that effective in "
+        f"N:M mode (FF and BP only); external memory gives {bw / 1e9:.1f} GB/s, so the ridge "
+        f"point is {peak / bw:g} dense-equivalent MACs per byte of DRAM traffic dense and M/N "
+        "times that for N:M passes. Each point is one layer's FF, BP or WU pass: its "
+        "dense-equivalent MACs over the DRAM traffic of its LOADs and STOREs (memory beats x "
+        f"{params.dram_bytes_per_cycle} bytes: every contiguous run starts on a new beat, "
+        "docs/isa.md), and over its span (first start to last completion of its instructions, "
+        "work of other passes overlapped with it included, so no point lies above its roofs). "
+        "A marker's area is the pass's share of the step's cycles (each cycle goes to the "
+        "oldest running instruction, so the shares add up to the step). Attention products "
+        "(`qk`, `av`) gather their operands with one element per memory beat "
+        "(docs/decisions.md): they move little data but much traffic, and sit on the "
+        "bandwidth slope far to the left.",
+        "",
+        tables.roofline_table(res, params),
+        "",
+        "*Memory-bound* counts the cycles of layer passes left of their ridge point (M/N times "
+        "the dense one for N:M passes). Per-layer figures, with both the data moved "
+        "(`dram_bytes`) and the traffic (`dram_traffic_bytes`): [layers.csv](layers.csv).",
+        "",
+        "![roofline](roofline.png)",
         "",
         "## Utilisation and throughput",
         "",
@@ -512,165 +647,37 @@ def _readme(
         "done); *executed* counts the MACs the array performed. Utilisation is executed MACs "
         "over PEs x cycles.",
         "",
-        _throughput_table(runs, models, patterns),
+        tables.throughput_table(res),
         "",
-        "Per-run figures (all passes, energy, instruction counts): [runs.csv](runs.csv).",
+        "## Accuracy",
+        "",
+    ]
+    accuracy = tables.accuracy_table(accuracy_csv)
+    if accuracy is None:
+        parts += [
+            "The accuracy report's data (reports/accuracy/accuracy.csv) was not found; "
+            "regenerate it with `nmsat report accuracy --out reports/accuracy`.",
+            "",
+        ]
+    else:
+        parts += [
+            "What N:M costs in accuracy, from the committed accuracy report "
+            "([reports/accuracy](../accuracy/README.md): small models on the 8x8 digits, "
+            "numpy BDWP training; not retrained by this report). Mean ± standard deviation "
+            "over seeds. For scale: the paper reports a 0.56 % average accuracy loss at 2:8 "
+            "with BDWP on its much larger benchmarks.",
+            "",
+            accuracy,
+            "",
+        ]
+    parts += [
+        "## Files",
+        "",
+        "- [runs.csv](runs.csv): one row per simulated step (all passes, energy, throughput, "
+        "instruction counts);",
+        "- [speedup.csv](speedup.csv): pass and step speedups and energy over dense;",
+        "- [layers.csv](layers.csv): cycles, MACs and DRAM bytes of every layer's GEMM passes;",
+        "- [summary.json](summary.json): the headline figures.",
         "",
     ]
     return "\n".join(parts)
-
-
-# -- plots -------------------------------------------------------------------------------------
-
-
-def _figure(width: float, height: float) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _png(fig: Any) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", metadata={"Software": None})
-    return buffer.getvalue()
-
-
-_COLORS = {"2:4": "#4c78a8", "4:8": "#72b7b2", "2:8": "#f58518", "1:8": "#e45756", "1:4": "#54a24b"}
-
-
-def _plot_speedup(runs: Sequence[Run], models: Sequence[str], patterns: Sequence[str]) -> bytes:
-    idx = _index(runs)
-    sparse = [p for p in patterns if p != "dense"]
-    fig = _figure(1.6 * len(models) + 2.5, 4.2)
-    ax = fig.subplots()
-    width = 0.8 / len(sparse)
-    for j, nm in enumerate(sparse):
-        xs = [i + (j - (len(sparse) - 1) / 2) * width for i in range(len(models))]
-        ys = [_speedup(idx, m, nm) for m in models]
-        ax.bar(xs, ys, width, label=f"{nm} (bound {compute_bound(nm):.2f}x)", color=_COLORS.get(nm))
-        for x in xs:
-            ax.plot(
-                [x - width / 2, x + width / 2],
-                [compute_bound(nm)] * 2,
-                color="black",
-                linewidth=1.0,
-            )
-    if "2:8" in sparse:
-        ax.axhline(
-            PAPER_SPEEDUP_2_8,
-            color="#f58518",
-            linestyle="--",
-            linewidth=1.0,
-            label=f"paper, 2:8 mean ({PAPER_SPEEDUP_2_8}x)",
-        )
-    ax.axhline(1.0, color="#555555", linewidth=0.8)
-    ax.set_xticks(range(len(models)), models)
-    ax.set_ylabel("step speedup over dense (x)")
-    ax.set_title("BDWP training step: N:M over dense, same hardware (black ticks: 3M/(2N+M))")
-    ax.grid(axis="y", alpha=0.3)
-    ax.set_axisbelow(True)
-    ax.legend(loc="upper left", fontsize=8)
-    return _png(fig)
-
-
-def _plot_passes(runs: Sequence[Run], models: Sequence[str], patterns: Sequence[str]) -> bytes:
-    idx = _index(runs)
-    sparse = [p for p in patterns if p != "dense"]
-    fig = _figure(4.0 * len(sparse) + 1.0, 4.0)
-    axes = fig.subplots(1, len(sparse), squeeze=False, sharey=True)[0]
-    keys = [("FF", ("ff",)), ("BP", ("bp",)), ("WU", ("wu",)), ("step", None)]
-    colors = ["#4c78a8", "#f58518", "#54a24b", "#333333"]
-    width = 0.8 / len(keys)
-    for ax, nm in zip(axes, sparse, strict=True):
-        for j, (label, names) in enumerate(keys):
-            xs = [i + (j - (len(keys) - 1) / 2) * width for i in range(len(models))]
-            ys = []
-            for model in models:
-                if names is None:
-                    ys.append(_speedup(idx, model, nm))
-                    continue
-                d = sum(idx[(model, "dense", "all on")].passes()[k] for k in names)
-                s = sum(idx[(model, nm, "all on")].passes()[k] for k in names)
-                ys.append(d / s if s else 0.0)
-            ax.bar(xs, ys, width, label=label, color=colors[j])
-        ax.axhline(compute_bound(nm), color="black", linestyle=":", linewidth=1.0)
-        ax.axhline(1.0, color="#555555", linewidth=0.8)
-        ax.set_xticks(range(len(models)), models, rotation=20)
-        ax.set_title(f"{nm} (dotted: step bound {compute_bound(nm):.2f}x)")
-        ax.grid(axis="y", alpha=0.3)
-        ax.set_axisbelow(True)
-    axes[0].set_ylabel("speedup over dense (x)")
-    axes[0].legend(fontsize=8)
-    return _png(fig)
-
-
-def _plot_ablation(runs: Sequence[Run], models: Sequence[str], nm: str) -> bytes:
-    idx = _index(runs)
-    variants = list(ABLATIONS)
-    fig = _figure(1.8 * len(models) + 2.5, 4.0)
-    ax = fig.subplots()
-    width = 0.8 / len(variants)
-    palette = ["#333333", "#4c78a8", "#f58518", "#54a24b", "#e45756"]
-    for j, v in enumerate(variants):
-        xs = [i + (j - (len(variants) - 1) / 2) * width for i in range(len(models))]
-        ys = [idx[(m, nm, v)].cycles / idx[(m, nm, "all on")].cycles for m in models]
-        ax.bar(xs, ys, width, label=v, color=palette[j % len(palette)])
-    ax.axhline(1.0, color="#555555", linewidth=0.8)
-    ax.set_xticks(range(len(models)), models)
-    ax.set_ylabel("step cycles / cycles with all on")
-    ax.set_title(f"Ablation of the dataflow optimisations at {nm}")
-    ax.grid(axis="y", alpha=0.3)
-    ax.set_axisbelow(True)
-    ax.legend(fontsize=8)
-    return _png(fig)
-
-
-def _plot_energy(
-    runs: Sequence[Run], models: Sequence[str], patterns: Sequence[str], table: str
-) -> bytes:
-    idx = _index(runs)
-    comps = [
-        ("MAC", ("mac_pj",)),
-        ("SRAM", ("sram_pj",)),
-        ("DRAM", ("dram_pj",)),
-        ("SORE + WUVE", ("sore_pj", "wuve_pj")),
-        ("control", ("control_pj",)),
-        ("static", ("static_pj",)),
-    ]
-    colors = ["#4c78a8", "#72b7b2", "#e45756", "#54a24b", "#b279a2", "#9d755d"]
-    fig = _figure(1.9 * len(models) + 2.5, 4.2)
-    ax = fig.subplots()
-    width = 0.8 / len(patterns)
-    for j, nm in enumerate(patterns):
-        xs = [i + (j - (len(patterns) - 1) / 2) * width for i in range(len(models))]
-        bottoms = [0.0] * len(models)
-        for c, (label, keys) in enumerate(comps):
-            ys = []
-            for model in models:
-                e = idx[(model, nm, "all on")].record["energy_breakdown_pj"]
-                dense = idx[(model, "dense", "all on")].record["energy_pj"]
-                ys.append(sum(e[k] for k in keys) / dense)
-            ax.bar(
-                xs,
-                ys,
-                width,
-                bottom=bottoms,
-                color=colors[c],
-                label=label if j == 0 else None,
-                edgecolor="white",
-                linewidth=0.3,
-            )
-            bottoms = [b + y for b, y in zip(bottoms, ys, strict=True)]
-        for x, top in zip(xs, bottoms, strict=True):
-            ax.text(x, top + 0.01, nm, ha="center", va="bottom", fontsize=6, rotation=90)
-    ax.set_xticks(range(len(models)), models)
-    ax.set_ylabel("energy per step / dense step")
-    ax.set_ylim(0, 1.25)
-    ax.set_title(f"Energy per training step by component (table {table})")
-    ax.grid(axis="y", alpha=0.3)
-    ax.set_axisbelow(True)
-    ax.legend(fontsize=8, ncols=3, loc="upper right")
-    return _png(fig)

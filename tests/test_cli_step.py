@@ -175,7 +175,7 @@ def test_report_on_tiny(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     readme = (out / "README.md").read_text()
     assert "horowitz45" in readme and "Ablation" in readme and "effective" in readme
     rows = (out / "runs.csv").read_text().splitlines()
-    assert len(rows) == 1 + 4 + 4  # header, 4 patterns, 4 ablation variants
+    assert len(rows) == 1 + 5 + 1 + 4  # header, 5 patterns, forward-only 2:8, 4 ablation variants
 
 
 def test_run_reports_the_error_pc_and_opcode(
