@@ -12,13 +12,13 @@ Ref: S. Williams, A. Waterman and D. Patterson, "Roofline: an insightful visual 
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from typing import Any
 
 from nmsat.hw.params import SATParams
 from nmsat.models.nm import parse_nm
+from nmsat.reports._plot import figure, png_bytes
 
 from ._speedup_data import (
     ABLATIONS,
@@ -51,21 +51,6 @@ _PATTERN_COLORS = {
 }
 _MODEL_COLORS = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#b279a2", "#9d755d", "#72b7b2"]
 _MODEL_MARKERS = ["o", "s", "D", "^", "v", "P", "X"]
-
-
-def _figure(width: float, height: float) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _png(fig: Any) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", metadata={"Software": None})
-    return buffer.getvalue()
 
 
 def _color(nm: str) -> str:
@@ -107,7 +92,7 @@ def plot_speedup(res: Results) -> bytes:
     """Grouped bars: step speedup per model and pattern, the bounds and the paper's 1.75x."""
     sparse = res.sparse
     groups = [*res.models, "mean"]
-    fig = _figure(max(7.5, 1.45 * len(groups) + 2.0), 4.6)
+    fig = figure(max(7.5, 1.45 * len(groups) + 2.0), 4.6)
     ax = fig.subplots()
     width = 0.8 / len(sparse)
     top = 1.0
@@ -146,7 +131,7 @@ def plot_speedup(res: Results) -> bytes:
     ax.set_title("BDWP training step on SAT: N:M over dense, same hardware")
     _style(ax)
     ax.legend(loc="upper left", fontsize=8, ncols=2)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def plot_passes(res: Results) -> bytes:
@@ -154,7 +139,7 @@ def plot_passes(res: Results) -> bytes:
     sparse = res.sparse
     cols = 2 if len(sparse) > 1 else 1
     rows = math.ceil(len(sparse) / cols)
-    fig = _figure(6.2 * cols, 3.3 * rows + 0.5)
+    fig = figure(6.2 * cols, 3.3 * rows + 0.5)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     keys: list[tuple[str, tuple[str, ...] | None]] = [*PASS_GROUPS, ("step", None)]
     colors = ["#4c78a8", "#f58518", "#54a24b", "#b279a2", "#333333"]
@@ -194,14 +179,14 @@ def plot_passes(res: Results) -> bytes:
     for ax in axes[len(sparse) :]:
         ax.set_visible(False)
     fig.legend(loc="outside upper center", ncols=7, fontsize=8)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def plot_forward(res: Results) -> bytes:
     """Grouped bars: BDWP against forward-only N:M, per model, with both bounds."""
     groups = [*res.models, "mean"]
     series = [(nm, s) for nm in res.forward_patterns for s in ("bdwp", "forward")]
-    fig = _figure(max(7.5, 1.35 * len(groups) + 2.2), 4.2)
+    fig = figure(max(7.5, 1.35 * len(groups) + 2.2), 4.2)
     ax = fig.subplots()
     width = 0.8 / len(series)
     for (nm, sparsity), dx in zip(series, _offsets(len(series), width), strict=True):
@@ -234,13 +219,13 @@ def plot_forward(res: Results) -> bytes:
     ax.set_title("Forward-only N:M (SR-STE style) vs BDWP, same hardware")
     _style(ax)
     ax.legend(fontsize=8, loc="upper right", ncols=2)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def plot_gpu(res: Results) -> bytes:
     """Per GEMM of PAPER.md's GPU table: the GPU's 2:4 step speedup and SAT's."""
     rows = list(GPU_2_4)
-    fig = _figure(9.5, 4.2)
+    fig = figure(9.5, 4.2)
     ax = fig.subplots()
     width = 0.38
     gpu = [r.step for r in rows]
@@ -272,7 +257,7 @@ def plot_gpu(res: Results) -> bytes:
     ax.set_title("2:4 training GEMMs: GPU (cuSPARSELt) vs SAT (BDWP)")
     _style(ax)
     ax.legend(fontsize=8, loc="upper left")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def plot_ablation(res: Results) -> bytes:
@@ -280,7 +265,7 @@ def plot_ablation(res: Results) -> bytes:
     nm = res.ablation_nm
     assert nm is not None
     variants = list(ABLATIONS)
-    fig = _figure(max(7.0, 1.8 * len(res.models) + 2.5), 4.0)
+    fig = figure(max(7.0, 1.8 * len(res.models) + 2.5), 4.0)
     ax = fig.subplots()
     width = 0.8 / len(variants)
     palette = ["#333333", "#4c78a8", "#f58518", "#54a24b", "#e45756"]
@@ -293,7 +278,7 @@ def plot_ablation(res: Results) -> bytes:
     ax.set_title(f"Ablation of the dataflow optimisations at {nm}")
     _style(ax)
     ax.legend(fontsize=8)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def plot_energy(res: Results, table: str) -> bytes:
@@ -308,7 +293,7 @@ def plot_energy(res: Results, table: str) -> bytes:
     ]
     colors = ["#4c78a8", "#72b7b2", "#e45756", "#54a24b", "#b279a2", "#9d755d"]
     patterns = res.patterns
-    fig = _figure(max(7.5, 2.0 * len(res.models) + 2.5), 4.4)
+    fig = figure(max(7.5, 2.0 * len(res.models) + 2.5), 4.4)
     ax = fig.subplots()
     width = 0.8 / len(patterns)
     for j, (nm, dx) in enumerate(zip(patterns, _offsets(len(patterns), width), strict=True)):
@@ -339,12 +324,12 @@ def plot_energy(res: Results, table: str) -> bytes:
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
     ax.legend(fontsize=8, ncols=6, loc="upper center")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def plot_pareto(res: Results, table: str) -> bytes:
     """Speedup against energy per step (both over dense), per model and pattern."""
-    fig = _figure(7.8, 5.2)
+    fig = figure(7.8, 5.2)
     ax = fig.subplots()
     for i, model in enumerate(res.models):
         marker = _MODEL_MARKERS[i % len(_MODEL_MARKERS)]
@@ -418,7 +403,7 @@ def plot_pareto(res: Results, table: str) -> bytes:
     ax.set_title("Speedup against energy, per model and N:M pattern")
     ax.grid(alpha=0.3)
     ax.set_axisbelow(True)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def _roofline_points(res: Results, nm: str) -> list[tuple[int, str, float, float, float, str]]:
@@ -445,7 +430,7 @@ def _roofline_points(res: Results, nm: str) -> list[tuple[int, str, float, float
 def plot_roofline(res: Results, params: SATParams) -> bytes:
     """Roofline of the array against DRAM bandwidth; every layer's GEMM passes as points."""
     patterns = roofline_patterns(res)
-    fig = _figure(6.2 * len(patterns) + 0.3, 5.4)
+    fig = figure(6.2 * len(patterns) + 0.3, 5.4)
     axes = fig.subplots(1, len(patterns), squeeze=False, sharey=True)[0]
     clock = params.clock_hz
     peak = params.peak_macs_per_s / 1e12
@@ -526,4 +511,4 @@ def plot_roofline(res: Results, params: SATParams) -> bytes:
         "cycles",
         fontsize=10,
     )
-    return _png(fig)
+    return png_bytes(fig)

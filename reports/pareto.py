@@ -16,13 +16,13 @@ Ref: DESIGN.md section 7 (every output names the energy table it used).
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from nmsat.hw.files import write_atomic
+from nmsat.reports._plot import figure, png_bytes
 from nmsat.sim.resources import KIND_LABELS, RESOURCE_KINDS
 from nmsat.sim.sweep import SweepResult
 
@@ -72,21 +72,6 @@ def point_label(values: Mapping[str, Any]) -> str:
         else:
             parts.append(f"{_SHORT.get(key, key)}={value}")
     return " ".join(parts)
-
-
-def _figure(width: float, height: float) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _png(fig: Any) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", metadata={"Software": None})
-    return buffer.getvalue()
 
 
 def _tick(value: float, _pos: Any = None) -> str:
@@ -145,7 +130,7 @@ def plot_pareto(result: SweepResult) -> bytes:
     ratios: list[float] = []
     for name in groups:
         ratios += [5.0, 0.14 * (listed[name] + 1.5)]
-    fig = _figure(10.0, sum(ratios) + 0.3)
+    fig = figure(10.0, sum(ratios) + 0.3)
     grid = fig.add_gridspec(len(ratios), 1, height_ratios=ratios)
     cmap = colormaps["viridis"].with_extremes(over="#d62728")
     norm = Normalize(vmin=0.0, vmax=100.0)
@@ -165,7 +150,7 @@ def plot_pareto(result: SweepResult) -> bytes:
         f"estimated use of the {result.device}: binding resource (%)\n"
         f"({result.resource_table}: an estimate, not a synthesis result)"
     )
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def _binding(row: Mapping[str, Any]) -> tuple[str, float]:
