@@ -25,20 +25,16 @@ from __future__ import annotations
 import dataclasses
 from collections import defaultdict
 
-from nmsat.compiler import CompileOptions, HostOp, Op, Phase, compile_model, emit, verify
+from nmsat.compiler import CompileOptions, Op, Phase, compile_model, verify
 from nmsat.hw import isa
 from nmsat.hw.isa import Opcode
 from nmsat.hw.params import SATParams
 from nmsat.models.zoo import Model
 from nmsat.sim.energy import estimate_energy, load_energy_table
-from nmsat.sim.events import Events
 from nmsat.sim.model import RunResult
 from nmsat.sim.runner import (
-    PASS_NAMES,
-    SimulationError,
-    StepResult,
     attribute,
-    load_machine,
+    simulate,
 )
 from nmsat.sim.step import StepSummary
 
@@ -135,49 +131,19 @@ def profile_step(
     """
     prog = compile_model(model, nm, params, options, sparsity=sparsity, check=False)
     verify(prog, params)
-    emitted = emit(prog)
-    words = emitted.words
     device = [op for op in prog.ops if op.opcode is not None]
     labels = [_label(op.layer, op.phase) for op in device]
-    machine = load_machine(prog, params, "perf", None, words)
-    segments = emitted.manifest["segments"]
-    init_cycles = 0
-    for seg in segments:
-        if seg["kind"] == "init":
-            result = machine.run(seg["start_pc"])
-            if result.status != "done":
-                raise SimulationError(f"init segment: error at pc {result.pc}: {result.cause}")
-            init_cycles += result.cycles
-    steps = [s for s in segments if s["kind"] == "step"]
-    cycles = 0
-    events = Events()
     by_label: dict[str, int] = defaultdict(int)
     spans: dict[str, int] = defaultdict(int)
-    hosts: list[dict[str, object]] = []
-    for index, seg in enumerate(steps):
-        hosts += seg["host_before"]
-        result = machine.run(seg["start_pc"])
-        if result.status != "done":
-            raise SimulationError(f"segment {index}: error at pc {result.pc}: {result.cause}")
-        cycles += result.cycles
-        events = events + result.events
+
+    def on_segment(result: RunResult) -> None:
         for key, value in attribute(result, labels).items():
             by_label[key] += value
         if layers:
             _add_spans(result, labels, spans)
-    hosts += emitted.manifest["host_after"]
-    passes = dict.fromkeys(PASS_NAMES, 0)
-    for key, value in by_label.items():
-        passes[key.rpartition("|")[2]] += value
-    step = StepResult(
-        cycles,
-        init_cycles,
-        passes,
-        events,
-        len(steps),
-        tuple(HostOp.from_dict(h) for h in hosts),
-        sum(s["halt_pc"] - s["start_pc"] + 1 for s in steps),
-    )
+
+    step = simulate(prog, params, "perf", on_segment=on_segment)
+    events, cycles = step.events, step.cycles
     energy = estimate_energy(events, cycles, params, load_energy_table(params.energy_table))
     summary = StepSummary(
         model.name,

@@ -220,6 +220,7 @@ def simulate(
     run_init: bool = True,
     progress: Callable[[int, int], None] | None = None,
     host_state: HostState | None = None,
+    on_segment: Callable[[RunResult], None] | None = None,
 ) -> StepResult:
     """Run one training step of ``prog``; see the module docstring.
 
@@ -239,6 +240,9 @@ def simulate(
         of a multi-step run. Default: a fresh state over the zoo model named
         ``prog.model`` at ``prog.batch`` (none for other models: then normalisation and
         pooling need ``HostState(model)``).
+    on_segment : callable, optional
+        Called with each step segment's :class:`~nmsat.sim.model.RunResult` (its trace and
+        events), for per-layer profiles (:mod:`nmsat.reports._step_profile`).
 
     Raises
     ------
@@ -285,6 +289,8 @@ def simulate(
         events = events + result.events
         for key, value in attribute(result, phase_of_pc).items():
             passes[key] += value
+        if on_segment is not None:
+            on_segment(result)
         done += 1
         if progress is not None:
             progress(done, total)
