@@ -173,7 +173,11 @@ class _RAMInstance(Elaboratable):
 
 class _MemoryPlatform:
     """A platform with only the ``get_memory`` hook: every shared unit is elaborated in place
-    (``to_verilog(..., share=False)``, the baseline of benchmarks/gen_targets.py)."""
+    (``to_verilog(..., share=False)``, the baseline of benchmarks/gen_targets.py), so
+    :attr:`modules` stays empty."""
+
+    def __init__(self) -> None:
+        self.modules: dict[Hashable, tuple[str, str, set[str]]] = {}
 
     def get_memory(self, memory: Memory) -> Elaboratable:
         return _RAMInstance(memory)
@@ -189,13 +193,10 @@ class _VerilogPlatform(_MemoryPlatform):
     :func:`to_verilog` to append.
     """
 
-    def __init__(self) -> None:
-        self.modules: dict[Hashable, tuple[str, str, set[str]]] = {}
-
     def get_shared(self, component: wiring.Component, key: Hashable, name: str) -> Module:
         if key not in self.modules:
             base = f"nmsat_{name}"
-            taken = {name for name, _, _ in self.modules.values()}
+            taken = {module for module, _, _ in self.modules.values()}
             name, serial = base, 1
             while name in taken:
                 serial += 1
@@ -335,8 +336,7 @@ def to_verilog(component: wiring.Component, name: str, *, share: bool = True) ->
         component, name=name, platform=platform, emit_src=False,
         strip_internal_attrs=True,
     )  # fmt: skip
-    modules = platform.modules.values() if isinstance(platform, _VerilogPlatform) else []
-    shared = "".join(f"\n{module_text}" for _, module_text, _ in modules)
+    shared = "".join(f"\n{module_text}" for _, module_text, _ in platform.modules.values())
     return text + shared + _RAM_VERILOG
 
 

@@ -85,6 +85,13 @@ class Cell(wiring.Component):
             members["acts_up"] = In(acts)
         super().__init__(members)
 
+    @property
+    def kind(self) -> str:
+        """``"corner"``, ``"top"`` (row 0), ``"left"`` (column 0) or ``"inner"``."""
+        if self._top:
+            return "corner" if self._left else "top"
+        return "left" if self._left else "inner"
+
     def elaborate(self, platform: object) -> Module:
         m = Module()
         params = self._params

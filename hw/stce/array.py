@@ -492,9 +492,8 @@ class STCE(wiring.Component):
             for c in range(C):
                 cell = cells[r][c]
                 # One Verilog module per kind of cell (nmsat.hw.shared).
-                kind = {(True, True): "corner", (True, False): "top", (False, True): "left"}
-                name = "stce_cell_" + kind.get((r == 0, c == 0), "inner")
-                m.submodules[f"cell_{r}_{c}"] = Shared(cell, (Cell, params, name), name)
+                name = f"stce_cell_{cell.kind}"
+                m.submodules[f"cell_{r}_{c}"] = Shared(cell, (Cell, params, cell.kind), name)
                 links.d.comb += [
                     cell.ws.eq(d.ws),
                     cell.dense.eq(d.dense),
