@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from nmsat.hw import isa
 from nmsat.hw.errors import ShapeError
 from nmsat.hw.isa import Buffer, Opcode, VecOp
 from nmsat.hw.params import SATParams
@@ -24,7 +25,7 @@ from .frontend import Graph, Node
 from .ir import CompileOptions, Phase, Region, Tensor
 from .tiling import PositionTile, position_tiles
 
-__all__ = ["ConvShape", "LoweringBase", "Segment", "TensorView"]
+__all__ = ["ConvShape", "LoweringBase", "Segment", "TensorView", "odd_pitch"]
 
 #: External memory is allocated from this byte address on (address 0 stays unused).
 _DRAM_BASE = 1 << 12
@@ -116,6 +117,16 @@ class TensorView:
 #: One DMA gather of a GEMM's B operand: (tensor view, first channel, channels, first row,
 #: first column, position step).
 Segment = tuple["TensorView", int, int, int, int, int]
+
+
+def odd_pitch(length: int) -> int:
+    """Row pitch of a padded GEMM operand: ``length`` rounded up to odd (``isa.row_pitch``).
+
+    The compiler pads the rows of every operand the STCE reads a column of in one cycle (B
+    and C of weight-stationary GEMMs, A and B of output-stationary ones), so that the column
+    falls in distinct buffer banks (docs/decisions.md, "Bank-conflict-free operand rows").
+    """
+    return isa.row_pitch(length, 1)
 
 
 class LoweringBase:
@@ -213,20 +224,31 @@ class LoweringBase:
         layer: str,
         phase: Phase,
         tensor: str,
+        padded: int | None = None,
     ) -> None:
-        """One transfer; ``dims`` = [(count, stride)] outermost first, last = (cols, 1)."""
-        levels = [(c, st) for c, st in dims[:-1] if c > 1]
+        """One transfer; ``dims`` = [(count, stride)] outermost first, last = (cols, 1).
+
+        With ``padded`` = i, the entries of level ``dims[i]`` are the rows of a GEMM operand
+        with an odd pitch: each starts ``odd_pitch(size)`` after the previous one, ``size``
+        being the elements of the levels inside it (``buf_pad``, docs/isa.md); the levels
+        outside it are packed multiples of that pitch.
+        """
+        levels = [(c, st, i == padded) for i, (c, st) in enumerate(dims[:-1]) if c > 1]
         cols = dims[-1][0]
-        # Merge a level into the one inside it where the two are contiguous.
-        while levels and levels[-1][1] == cols and cols * levels[-1][0] <= 0xFFFF:
+        # Merge a level into the one inside it where the two are contiguous (never the padded
+        # level, whose entries must stay apart).
+        while (
+            levels
+            and levels[-1][1] == cols
+            and not levels[-1][2]
+            and cols * levels[-1][0] <= 0xFFFF
+        ):
             cols *= levels.pop()[0]
-        if len(levels) > 3 or cols > 0xFFFF or any(c > 0xFFFF for c, _ in levels):
+        if len(levels) > 3 or cols > 0xFFFF or any(c > 0xFFFF for c, _, _ in levels):
             raise ShapeError(f"layer {layer!r}: a transfer of {dims} does not fit one DMA")
-        levels = [(1, 0)] * (3 - len(levels)) + levels
-        (blocks, bstride), (planes, pstride), (rows, rstride) = levels
-        count = blocks * planes * rows * cols
-        region = Region(buffer, buf_addr, count)
-        fields = {
+        levels = [(1, 0, False)] * (3 - len(levels)) + levels
+        (blocks, bstride, pad2), (planes, pstride, pad1), (rows, rstride, pad0) = levels
+        fields: dict[str, Any] = {
             "buffer": buffer,
             "buf_addr": buf_addr,
             "dram_addr": dram_addr,
@@ -237,7 +259,9 @@ class LoweringBase:
             "plane_stride": pstride if planes > 1 else 0,
             "blocks": blocks,
             "block_stride": bstride if blocks > 1 else 0,
+            "buf_pad": pad0 | pad1 << 1 | pad2 << 2,
         }
+        region = Region(buffer, buf_addr, isa.dma_buffer_extent(isa.make(opcode, **fields)))
         if opcode is Opcode.LOAD:
             self.b.instr(
                 opcode, fields, layer=layer, phase=phase, writes=(region,), dram_reads=(tensor,)
@@ -261,10 +285,12 @@ class LoweringBase:
         layer: str,
         phase: Phase,
         buffer: Buffer = Buffer.ACT,
+        operand: bool = False,
     ) -> None:
         """LOAD or STORE channels c0..c0+nc of a tile at positions (y0 + step*oh,
         x0 + step*ow) of a channel-major tensor: one transfer of channels x rows x columns x
-        batch, contiguous on the buffer side."""
+        batch. On the buffer side each channel is one row of ``tile.count`` positions,
+        packed, or with ``operand`` :func:`odd_pitch` apart (a GEMM operand's padded rows)."""
         y = y0 + step * tile.oh0
         x = x0 + step * tile.ow0
         addr = view.addr + 2 * view.element(c0, y, x)
@@ -274,7 +300,8 @@ class LoweringBase:
             (tile.n_ow, step * view.batch),
             (view.batch, 1),
         ]
-        self._dma(opcode, buffer, buf_addr, addr, dims, layer, phase, view.name)
+        padded = 0 if operand else None
+        self._dma(opcode, buffer, buf_addr, addr, dims, layer, phase, view.name, padded)
 
     def load_window(self, view: TensorView, *args: Any, **kwargs: Any) -> None:
         """:meth:`window` with LOAD."""

@@ -21,7 +21,7 @@ from nmsat.hw.isa import Buffer, Dataflow, Direction, Opcode, VecOp
 
 from .frontend import Node
 from .ir import HostOp, Phase, Region, Tensor
-from .lower_base import ConvShape, LoweringBase, Segment, TensorView
+from .lower_base import ConvShape, LoweringBase, Segment, TensorView, odd_pitch
 from .tiling import k_chunks, position_tiles, round_down
 
 __all__ = ["ConvLowering"]
@@ -152,15 +152,18 @@ class ConvLowering(LoweringBase):
         wgt_half = self.entries(Buffer.WGT) // 2
         act_q = self.entries(Buffer.ACT) // 4
         acc_half = self.entries(Buffer.ACC) // 2
-        to, tp_limit, stream = self.ws_sizes(node, phase, rows_total, k_total, nm)
+        to, tp_limit, stream, pad = self.ws_sizes(node, phase, rows_total, k_total, nm)
         tiles = position_tiles(out_h, out_w, self.batch, tp_limit, node.name)
+        # B's rows (K) and C's rows (outputs) at an odd pitch where they fit: the STCE reads a
+        # column of each per cycle (docs/decisions.md, bank-conflict-free operand rows).
+        row_pitch: Callable[[int], int] = odd_pitch if pad else int
         ilv = self.p.interleave if self.o.interleave else 1
         for r0 in range(0, rows_total, to):
             nr = min(to, rows_total - r0)
             # One K chunking for every tile (the largest tile's): resident weights are laid
             # out by it. Streamed weights (too many for a block of C * interleave rows to
             # stay resident) also bound a chunk's A by a WGT slot.
-            limit = act_q // max(t.count for t in tiles)
+            limit = act_q // max(row_pitch(t.count) for t in tiles)
             if stream:
                 limit = min(limit, wgt_half // nr * m // n)
             chunks = k_chunks(k_total, m, limit, node.name, self.fold_k(nm))
@@ -184,6 +187,8 @@ class ConvLowering(LoweringBase):
                         load_a(off, k0, nk)
                         off += nr * (nk * n // m)
                 c_base = self.slot("acc", Buffer.ACC, 0, acc_half)
+                pitch = row_pitch(tile.count)
+                c_span = (nr - 1) * pitch + tile.count
                 off = a_base
                 for index, (k0, nk) in enumerate(chunks):
                     nkc = nk * n // m
@@ -201,18 +206,19 @@ class ConvLowering(LoweringBase):
                             x0,
                             step,
                             tile,
-                            b_base + row * tile.count,
+                            b_base + row * pitch,
                             node.name,
                             phase,
+                            operand=pad,
                         )
                         row += nc
                     reads = [
                         Region(Buffer.WGT, off, nr * nkc),
-                        Region(Buffer.ACT, b_base, nk * tile.count),
+                        Region(Buffer.ACT, b_base, (nk - 1) * pitch + tile.count),
                     ]
                     if n < m:
                         reads.append(Region(Buffer.IDX, off, nr * nkc))
-                    c_region = Region(Buffer.ACC, c_base, nr * tile.count)
+                    c_region = Region(Buffer.ACC, c_base, c_span)
                     if index:
                         reads.append(c_region)
                     self.b.instr(
@@ -230,6 +236,8 @@ class ConvLowering(LoweringBase):
                             "a_addr": off,
                             "b_addr": b_base,
                             "c_addr": c_base,
+                            "b_pad": int(pad),
+                            "c_pad": int(pad),
                         },
                         layer=node.name,
                         phase=phase,
@@ -244,17 +252,20 @@ class ConvLowering(LoweringBase):
                     o_base,
                     Buffer.ACC,
                     c_base,
-                    nr * tile.count,
+                    c_span,
                     node.name,
                     phase,
                 )
                 y0, x0, step = out_at
-                self.store_window(out, r0, nr, y0, x0, step, tile, o_base, node.name, phase)
+                self.store_window(
+                    out, r0, nr, y0, x0, step, tile, o_base, node.name, phase, operand=pad
+                )
 
     def ws_sizes(
         self, node: Node, phase: Phase, rows_total: int, k_total: int, nm: tuple[int, int]
-    ) -> tuple[int, int, bool]:
-        """Rows of A per block, the most positions per tile, and whether A is streamed.
+    ) -> tuple[int, int, bool, bool]:
+        """Rows of A per block, the most positions per tile, whether A is streamed, and
+        whether B's and C's rows go at an odd pitch (when the tiles still fit with it).
 
         Normally all K chunks of a block of A rows stay resident in half the WGT buffer and
         are reused by every tile of positions. When fewer than ``C * interleave`` rows would
@@ -283,12 +294,16 @@ class ConvLowering(LoweringBase):
         if to >= cols:
             to = round_down(to, cols)
         tp_limit = min(4096, acc_half // to, act_q // to, act_q // m)
+        # Rows at an odd pitch take up to one element more each (odd_pitch).
+        padded_limit = min(4096, acc_half // to - 1, act_q // to - 1, act_q // m - 1)
+        if self.batch <= padded_limit:
+            return to, padded_limit, stream, True
         if self.batch > tp_limit:
             raise ShapeError(
                 f"layer {node.name!r}: batch {self.batch} exceeds the {tp_limit} positions a "
                 f"tile can hold in {self.p.name}; use a smaller batch or larger buffers"
             )
-        return to, tp_limit, stream
+        return to, tp_limit, stream, False
 
     def fold_k(self, nm: tuple[int, int]) -> int:
         """Reduction elements of one full fold of the array: ``R m / n`` (whole M-groups).
@@ -466,11 +481,18 @@ class ConvLowering(LoweringBase):
             nco = min(to, shape.c_out - co0)
             for k0 in range(0, shape.k, tk):
                 nk = min(tk, shape.k - k0)
-                tp_limit = min(wgt_q // nco, act_half // nk)
+                # A's rows (dY channels) and B's rows (X^T: K) at an odd pitch where they fit
+                # (up to one element more per row): the OS array reads a column of A and a
+                # row of B^T per cycle.
+                padded_limit = min(wgt_q // nco - 1, act_half // nk - 1)
+                pad = self.batch <= padded_limit
+                tp_limit = padded_limit if pad else min(wgt_q // nco, act_half // nk)
+                row_pitch: Callable[[int], int] = odd_pitch if pad else int
                 tiles = position_tiles(shape.h_out, shape.w_out, self.batch, tp_limit, node.name)
                 c_base = self.slot("wu_acc", Buffer.ACC, 0, acc_half)
                 c_region = Region(Buffer.ACC, c_base, nco * nk)
                 for index, tile in enumerate(tiles):
+                    pitch = row_pitch(tile.count)
                     a_base = self.slot("wu_a", Buffer.WGT, 0, wgt_q)
                     self.load_window(
                         dy,
@@ -484,6 +506,7 @@ class ConvLowering(LoweringBase):
                         node.name,
                         Phase.WU,
                         Buffer.WGT,
+                        operand=pad,
                     )
                     b_base = self.slot("wu_b", Buffer.ACT, 0, act_half)
                     row = 0
@@ -500,15 +523,16 @@ class ConvLowering(LoweringBase):
                             x.pad + j - shape.pad,
                             shape.stride,
                             tile,
-                            b_base + row * tile.count,
+                            b_base + row * pitch,
                             node.name,
                             Phase.WU,
+                            operand=pad,
                         )
                         row += nc
                         k += nc
                     reads = [
-                        Region(Buffer.WGT, a_base, nco * tile.count),
-                        Region(Buffer.ACT, b_base, nk * tile.count),
+                        Region(Buffer.WGT, a_base, (nco - 1) * pitch + tile.count),
+                        Region(Buffer.ACT, b_base, (nk - 1) * pitch + tile.count),
                     ]
                     if index:
                         reads.append(c_region)
@@ -527,6 +551,8 @@ class ConvLowering(LoweringBase):
                             "a_addr": a_base,
                             "b_addr": b_base,
                             "c_addr": c_base,
+                            "a_pad": int(pad),
+                            "b_pad": int(pad),
                         },
                         layer=node.name,
                         phase=Phase.WU,

@@ -23,13 +23,14 @@ Ref: A. Vaswani et al., "Attention is all you need", NeurIPS 2017; docs/zoo.md (
 
 from __future__ import annotations
 
+from nmsat.hw import isa
 from nmsat.hw.errors import ShapeError
 from nmsat.hw.isa import Buffer, Dataflow, Opcode, VecOp
 from nmsat.models.zoo import MatMul
 
 from .frontend import Node
 from .ir import Phase, Region
-from .lower_base import LoweringBase, TensorView
+from .lower_base import LoweringBase, TensorView, odd_pitch
 
 __all__ = ["MatMulLowering"]
 
@@ -87,8 +88,10 @@ class MatMulLowering(LoweringBase):
         phase: Phase,
         store: bool = False,
         transpose: bool = False,
+        padded: bool = False,
     ) -> None:
-        """One DMA transfer of heads ``h0 .. h0+heads`` of an operand (head outermost)."""
+        """One DMA transfer of heads ``h0 .. h0+heads`` of an operand (head outermost), its
+        rows packed or, with ``padded``, :func:`odd_pitch` apart."""
         view, offset, head_stride, dims = pattern
         if transpose:
             dims = dims[::-1]
@@ -103,6 +106,7 @@ class MatMulLowering(LoweringBase):
             node.name,
             phase,
             view.name,
+            padded=1 if padded else None,
         )
 
     def _heads_per_group(self, node: Node, rows: int, cols: int, depth: int) -> int:
@@ -114,8 +118,8 @@ class MatMulLowering(LoweringBase):
         group = min(
             layer.count,
             wgt_half // (rows * depth),
-            act_q // (depth * cols),
-            min(acc_half, act_q) // (rows * cols),
+            act_q // (depth * odd_pitch(cols)),
+            min(acc_half, act_q) // (rows * odd_pitch(cols)),
         )
         if group < 1:
             raise ShapeError(
@@ -147,17 +151,23 @@ class MatMulLowering(LoweringBase):
         act_q = self.entries(Buffer.ACT) // 4
         acc_half = self.entries(Buffer.ACC) // 2
         ilv = self.p.interleave if self.o.interleave else 1
+        # The STCE reads a column of B (unless B is transposed: then K is contiguous) and of C
+        # per cycle: those rows go at an odd pitch (docs/decisions.md).
+        b_pad = 0 if b_trans else 1
+        b_lines, b_row = (cols, depth) if b_trans else (depth, cols)
+        b_size = b_lines * isa.row_pitch(b_row, b_pad)
+        c_size = rows * odd_pitch(cols)
         for h0 in range(0, layer.count, group):
             g = min(group, layer.count - h0)
             a_base = self.slot("mm_a", Buffer.WGT, 0, wgt_half)
             self._gather(a_pat, h0, g, Buffer.WGT, a_base, node, phase, transpose=a_transpose)
             b_base = self.slot("mm_b", Buffer.ACT, 0, act_q)
-            self._gather(b_pat, h0, g, Buffer.ACT, b_base, node, phase)
+            self._gather(b_pat, h0, g, Buffer.ACT, b_base, node, phase, padded=bool(b_pad))
             c_base = self.slot("mm_c", Buffer.ACC, 0, acc_half)
             for h in range(g):
                 a_addr = a_base + h * rows * depth
-                b_addr = b_base + h * depth * cols
-                c_addr = c_base + h * rows * cols
+                b_addr = b_base + h * b_size
+                c_addr = c_base + h * c_size
                 self.b.instr(
                     Opcode.GEMM,
                     {
@@ -173,14 +183,16 @@ class MatMulLowering(LoweringBase):
                         "a_addr": a_addr,
                         "b_addr": b_addr,
                         "c_addr": c_addr,
+                        "b_pad": b_pad,
+                        "c_pad": 1,
                     },
                     layer=node.name,
                     phase=phase,
                     reads=(
                         Region(Buffer.WGT, a_addr, rows * depth),
-                        Region(Buffer.ACT, b_addr, depth * cols),
+                        Region(Buffer.ACT, b_addr, b_size - (b_row | b_pad) + b_row),
                     ),
-                    writes=(Region(Buffer.ACC, c_addr, rows * cols),),
+                    writes=(Region(Buffer.ACC, c_addr, c_size - odd_pitch(cols) + cols),),
                 )
             o_base = self.slot("mm_o", Buffer.ACT, 2 * act_q, act_q)
             self.vec(
@@ -189,11 +201,11 @@ class MatMulLowering(LoweringBase):
                 o_base,
                 Buffer.ACC,
                 c_base,
-                g * rows * cols,
+                g * c_size - odd_pitch(cols) + cols,
                 node.name,
                 phase,
             )
-            self._gather(out_pat, h0, g, Buffer.ACT, o_base, node, phase, store=True)
+            self._gather(out_pat, h0, g, Buffer.ACT, o_base, node, phase, store=True, padded=True)
 
     def _output(self, node: Node, b: int, grad: bool) -> _Pattern:
         """C[i][j] of sample b's products in the heads-joined ``[count n][m][1][B]``."""

@@ -63,10 +63,14 @@ __all__ = [
     "check_for_params",
     "cycles",
     "decode",
+    "dma_buffer_extent",
+    "dma_buffer_pitches",
     "dma_elements",
     "element_bytes",
     "encode",
+    "gemm_pitches",
     "make",
+    "row_pitch",
 ]
 
 #: Width of one instruction word in bits, and in bytes as stored in memory (little endian).
@@ -151,6 +155,7 @@ PAYLOADS: Mapping[Opcode, data.StructLayout] = {
             "plane_stride": 32,
             "blocks": 16,
             "block_stride": 32,
+            "buf_pad": 3,
         }
     ),
     Opcode.GEMM: data.StructLayout(
@@ -167,6 +172,9 @@ PAYLOADS: Mapping[Opcode, data.StructLayout] = {
             "a_addr": _ADDR,
             "b_addr": _ADDR,
             "c_addr": _ADDR,
+            "a_pad": 1,
+            "b_pad": 1,
+            "c_pad": 1,
         }
     ),
     Opcode.PRUNE: data.StructLayout(
@@ -272,6 +280,57 @@ def element_bytes(buffer: Buffer) -> int:
 def dma_elements(instr: Instruction) -> int:
     """Return the elements a LOAD or STORE moves: ``blocks * planes * rows * cols``."""
     return int(instr["blocks"] * instr["planes"] * instr["rows"] * instr["cols"])
+
+
+def row_pitch(length: int, pad: int) -> int:
+    """Return the elements between the starts of consecutive rows of ``length`` elements.
+
+    ``pad`` = 0: the rows are packed (``length``); 1: ``length`` rounded up to an odd
+    number, ``length | 1``. An odd pitch puts the elements of a column (stride = pitch) in
+    distinct banks of a buffer with a power-of-two number of banks, so the STCE reads a
+    column of B or C in one cycle (docs/decisions.md, "Bank-conflict-free operand rows").
+    """
+    return length | 1 if pad else length
+
+
+def dma_buffer_pitches(instr: Instruction) -> tuple[int, int, int]:
+    """Return the buffer-side pitches ``(row, plane, block)`` of a LOAD or STORE.
+
+    The buffer side holds the transfer in loop order; each level's entries are the level
+    below packed, except that bit 0, 1, 2 of ``buf_pad`` rounds the row, plane, block pitch
+    up to odd (:func:`row_pitch`): ``row = cols | pad0``, ``plane = rows * row | pad1``,
+    ``block = planes * plane | pad2``. An odd pitch lets a level's entries be the rows of a
+    GEMM operand with ``a_pad``, ``b_pad`` or ``c_pad``.
+    """
+    pad = instr["buf_pad"]
+    row = row_pitch(instr["cols"], pad & 1)
+    plane = row_pitch(instr["rows"] * row, pad >> 1 & 1)
+    block = row_pitch(instr["planes"] * plane, pad >> 2 & 1)
+    return row, plane, block
+
+
+def dma_buffer_extent(instr: Instruction) -> int:
+    """Return the buffer elements a LOAD or STORE spans, from its first to its last."""
+    row, plane, block = dma_buffer_pitches(instr)
+    last = (
+        (instr["blocks"] - 1) * block
+        + (instr["planes"] - 1) * plane
+        + (instr["rows"] - 1) * row
+        + instr["cols"]
+    )
+    return int(last)
+
+
+def gemm_pitches(instr: Instruction) -> tuple[int, int, int]:
+    """Return the row pitches ``(lda, ldb, ldc)`` of a GEMM's A, B and C (docs/isa.md)."""
+    f = instr.fields
+    kc = f["depth"] * f["n"] // f["m"]
+    b_row = f["depth"] if f["b_trans"] else f["cols"]
+    return (
+        row_pitch(kc, f["a_pad"]),
+        row_pitch(b_row, f["b_pad"]),
+        row_pitch(f["cols"], f["c_pad"]),
+    )
 
 
 def buffer_entries(buffer: Buffer, params: SATParams) -> int:
@@ -538,16 +597,20 @@ def _buffer_ranges(instr: Instruction) -> list[tuple[str, Buffer, int, int]]:
     """Return (field, buffer, first element, element count) of each buffer operand."""
     op = instr.opcode
     if op in (Opcode.LOAD, Opcode.STORE):
-        return [("buf_addr", instr["buffer"], instr["buf_addr"], dma_elements(instr))]
+        return [("buf_addr", instr["buffer"], instr["buf_addr"], dma_buffer_extent(instr))]
     if op is Opcode.GEMM:
-        a_cols = instr["depth"] * instr["n"] // instr["m"]
+        rows, cols, depth = instr["rows"], instr["cols"], instr["depth"]
+        a_cols = depth * instr["n"] // instr["m"]
+        lda, ldb, ldc = gemm_pitches(instr)
+        b_lines, b_row = (cols, depth) if instr["b_trans"] else (depth, cols)
+        a_span = (rows - 1) * lda + a_cols
         out = [
-            ("a_addr", Buffer.WGT, instr["a_addr"], instr["rows"] * a_cols),
-            ("b_addr", Buffer.ACT, instr["b_addr"], instr["depth"] * instr["cols"]),
-            ("c_addr", Buffer.ACC, instr["c_addr"], instr["rows"] * instr["cols"]),
+            ("a_addr", Buffer.WGT, instr["a_addr"], a_span),
+            ("b_addr", Buffer.ACT, instr["b_addr"], (b_lines - 1) * ldb + b_row),
+            ("c_addr", Buffer.ACC, instr["c_addr"], (rows - 1) * ldc + cols),
         ]
         if instr["n"] < instr["m"]:
-            out.append(("a_addr", Buffer.IDX, instr["a_addr"], instr["rows"] * a_cols))
+            out.append(("a_addr", Buffer.IDX, instr["a_addr"], a_span))
         return out
     if op is Opcode.PRUNE:
         size = instr["rows"] * instr["cols"]

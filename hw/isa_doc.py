@@ -40,6 +40,7 @@ FIELD_DOCS: Mapping[str, str] = {
     "plane_stride": "elements between the starts of consecutive planes in external memory",
     "blocks": "blocks of planes (DMA; default 1)",
     "block_stride": "elements between the starts of consecutive blocks in external memory",
+    "buf_pad": "bits 0, 1, 2: round the buffer's row, plane, block pitch up to odd",
     "n": "N of the N:M pattern (n == m: dense)",
     "m": "M of the N:M pattern, 1, 2, 4, 8 or 16",
     "dataflow": "WS (weight-stationary) or OS (output-stationary); timing only",
@@ -50,6 +51,9 @@ FIELD_DOCS: Mapping[str, str] = {
     "a_addr": "A in WGT, row-major [rows, depth*n/m]; its indices at the same IDX address",
     "b_addr": "B in ACT, row-major [depth, cols]",
     "c_addr": "C in ACC, row-major [rows, cols]",
+    "a_pad": "1: A's rows start `Kc | 1` elements apart (odd pitch); 0: packed",
+    "b_pad": "1: B's rows start `(depth if b_trans else cols) | 1` apart (odd pitch)",
+    "c_pad": "1: C's rows start `cols | 1` elements apart (odd pitch); 0: packed",
     "direction": "FF: groups along cols; BP: groups along rows, output transposed",
     "src_addr": "FP32 master weights in VEC, row-major [rows, cols]",
     "dst_addr": "destination element",
@@ -70,31 +74,38 @@ FIELD_DOCS: Mapping[str, str] = {
 
 _DMA_COMMON = """\
 E = element_bytes(buffer)          # ACT, WGT: 2; IDX: 1; ACC, VEC: 4
-b = buf_addr                       # the buffer side is contiguous, in loop order
+odd = lambda size, bit: size | 1 if buf_pad >> bit & 1 else size
+rp = odd(cols, 0)                  # buffer side: loop order, each level packed, pitches
+pp = odd(rows * rp, 1)             # rounded up to odd where buf_pad says
+bp = odd(planes * pp, 2)
 for k in range(blocks):
     for p in range(planes):
         for r in range(rows):
             for c in range(cols):
                 d = dram_addr + (k*block_stride + p*plane_stride + r*dram_stride + c) * E
+                b = buf_addr + k*bp + p*pp + r*rp + c
 """
 
 #: Semantics of each opcode as a loop nest (functions from nmsat.hw.numerics).
 SEMANTICS: Mapping[Opcode, str] = {
     Opcode.NOP: "pass                               # one cycle on `queue`, then push tokens\n",
     Opcode.LOAD: _DMA_COMMON
-    + "                buffer[b] = DRAM[d : d + E]; b += 1     # bits copied unchanged\n",
+    + "                buffer[b] = DRAM[d : d + E]    # bits copied unchanged\n",
     Opcode.STORE: _DMA_COMMON
-    + "                DRAM[d : d + E] = buffer[b]; b += 1     # bits copied unchanged\n",
+    + "                DRAM[d : d + E] = buffer[b]    # bits copied unchanged\n",
     Opcode.GEMM: """\
 Kc = depth * n // m                # compressed reduction length
+pitch = lambda length, pad: length | 1 if pad else length
+lda, ldc = pitch(Kc, a_pad), pitch(cols, c_pad)
+ldb = pitch(depth if b_trans else cols, b_pad)
 for i in range(rows):
     for j in range(cols):
-        acc = ACC[c_addr + i*cols + j] if accumulate else +0.0
+        acc = ACC[c_addr + i*ldc + j] if accumulate else +0.0
         for q in range(Kc):        # increasing k: the one accumulation order
-            k = (q // n) * m + IDX[a_addr + i*Kc + q] if n < m else q
-            b = ACT[b_addr + j*depth + k] if b_trans else ACT[b_addr + k*cols + j]
-            acc = fp32_add(acc, fp16_mul_fp32(WGT[a_addr + i*Kc + q], b))
-        ACC[c_addr + i*cols + j] = acc
+            k = (q // n) * m + IDX[a_addr + i*lda + q] if n < m else q
+            b = ACT[b_addr + j*ldb + k] if b_trans else ACT[b_addr + k*ldb + j]
+            acc = fp32_add(acc, fp16_mul_fp32(WGT[a_addr + i*lda + q], b))
+        ACC[c_addr + i*ldc + j] = acc
 """,
     Opcode.PRUNE: """\
 # FF: groups of m along a row; BP: groups of m down a column, written transposed

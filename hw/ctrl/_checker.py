@@ -1,7 +1,9 @@
 # Ref: docs/isa.md (illegal instructions: undefined opcode or enum value, reserved or unused
 #      bits set, a field breaking its opcode's rules; buffer addresses count elements).
 # Ref: hw/isa.py: decode, _check_rules and check_for_params, the checks this pipeline
-#      computes in gateware, in the same order of precedence (the cause the model reports).
+#      computes in gateware, in the same order of precedence (the cause the model reports);
+#      _buffer_ranges, dma_buffer_pitches and gemm_pitches (operand extents with the row,
+#      plane and block pitches rounded up to odd by buf_pad, a_pad, b_pad, c_pad).
 # Ref: sim/model/machine.py (_decode: an access beyond external memory is illegal).
 """The instruction checker: decides in two pipeline stages whether a fetched word is legal."""
 
@@ -271,10 +273,15 @@ class InstructionChecker(wiring.Component):
             },
         )
 
-        # Products. rows * cols is shared by LOAD/STORE (one row block), GEMM (C) and PRUNE.
+        # Products. rows * pitch is shared by LOAD/STORE (one plane: rows at the buffer's row
+        # pitch), GEMM (C at its row pitch ldc) and PRUNE (rows * cols, packed).
         by_shape = (Opcode.GEMM.value, Opcode.PRUNE.value)
         rows = _select(code, dict(zip(by_shape, (gemm.rows, prune.rows), strict=True)), ls.rows)
-        cols = _select(code, dict(zip(by_shape, (gemm.cols, prune.cols), strict=True)), ls.cols)
+        pitches = (gemm.cols | gemm.c_pad, prune.cols)
+        pitch = _select(code, dict(zip(by_shape, pitches, strict=True)), ls.cols | ls.buf_pad[0])
+        # GEMM B: lines * ldb, (lines, row) = (cols, depth) if b_trans else (depth, cols).
+        b_lines = Mux(gemm.b_trans, gemm.cols, gemm.depth)
+        b_row = Mux(gemm.b_trans, gemm.depth, gemm.cols)
         # DMA levels (rows, planes, blocks): extent (count - 1) * stride of each, in elements.
         levels = [
             (ls.rows, ls.dram_stride),
@@ -286,12 +293,13 @@ class InstructionChecker(wiring.Component):
             "field_bad": ~opcode_bad & (header.reserved.any() | unused_bad | enum_bad | rule_bad),
             "config_bad": config_bad,
             "dma": dma,
-            "rc": rows * cols,
+            "rc": rows * pitch,
             "pb": ls.planes * ls.blocks,
             # GEMM: compressed reduction length depth * n / m; UPDATE: kept indices.
             "kc": (gemm.depth >> m_log2) * n,
             "kept": (update.length >> m_log2) * n,
-            "dc": gemm.depth * cols,
+            "dc": b_lines * (b_row | gemm.b_pad),
+            "b_row_odd": b_row[0],
             "m_log2": m_log2,
         }
         for j, (count, stride) in enumerate(levels):
@@ -316,11 +324,35 @@ class InstructionChecker(wiring.Component):
             table = {b.value: buffer_entries(b, params) for b in Buffer}
             return _select(buffer.as_value(), table)
 
-        def over(addr: Value, count: Value, buffer: Buffer | data.View) -> Value:
-            return addr + count > entries(buffer)
+        def over(
+            addr: Value, count: Value, buffer: Buffer | data.View, slack: Value | int = 0
+        ) -> Value:
+            """``addr + count - slack`` elements overrun ``buffer`` (``slack <= count``)."""
+            return addr + count > entries(buffer) + slack
+
+        def gap(pad: Value, size_odd: Value) -> Value:
+            """``row_pitch(size, pad) - size``: 1 where ``pad`` rounds an even size up."""
+            return pad & ~size_odd
 
         # LOAD/STORE: the buffer block, the external-memory block, the stride rule.
-        total = _clamp(a["rc"]) * _clamp(a["pb"])
+        # With row, plane, block pitches rp = cols + g0, pp = rows * rp + g1 and
+        # bp = planes * pp + g2 (isa.dma_buffer_pitches; each gap g 0 or 1) the extent
+        # (blocks-1)*bp + (planes-1)*pp + (rows-1)*rp + cols is blocks*bp - (g0 + g1 + g2),
+        # and blocks*bp = (rows*rp) * (planes*blocks) + g1 * planes*blocks + g2 * blocks.
+        pad = ls.buf_pad
+        row_odd = ls.cols[0] | pad[0]
+        plane_odd = (ls.rows[0] & row_odd) | pad[1]
+        dma_gaps = [
+            gap(pad[0], ls.cols[0]),
+            gap(pad[1], ls.rows[0] & row_odd),
+            gap(pad[2], ls.planes[0] & plane_odd),
+        ]
+        total = (
+            _clamp(a["rc"]) * _clamp(a["pb"])
+            + Mux(dma_gaps[1], a["pb"], 0)
+            + Mux(dma_gaps[2], ls.blocks, 0)
+        )
+        dma_slack = dma_gaps[0] + dma_gaps[1] + dma_gaps[2]
         extents = [a[f"extent{j}"] for j in range(3)]
         span = extents[0] + extents[1] + extents[2] + ls.cols
         shift = _select(
@@ -342,16 +374,20 @@ class InstructionChecker(wiring.Component):
         stride_bad = a["dma"] & _any(stride_fail)
 
         kept_prune = (a["rc"] >> a["m_log2"]) * prune.n
+        # GEMM: rows * lda, lines * ldb, rows * ldc, each less its gap (isa.gemm_pitches).
+        lda = a["kc"] | gemm.a_pad
         binary = (vec.op == VecOp.RELU_GRAD) | (vec.op == VecOp.ADD)
         length = update.length
         range_bad = _select(
             code,
             {
-                Opcode.LOAD.value: over(ls.buf_addr, total, ls.buffer),
-                Opcode.STORE.value: over(ls.buf_addr, total, ls.buffer),
-                Opcode.GEMM.value: over(gemm.a_addr, gemm.rows * a["kc"], Buffer.WGT)
-                | over(gemm.b_addr, a["dc"], Buffer.ACT)
-                | over(gemm.c_addr, a["rc"], Buffer.ACC),
+                Opcode.LOAD.value: over(ls.buf_addr, total, ls.buffer, dma_slack),
+                Opcode.STORE.value: over(ls.buf_addr, total, ls.buffer, dma_slack),
+                Opcode.GEMM.value: over(
+                    gemm.a_addr, gemm.rows * lda, Buffer.WGT, gap(gemm.a_pad, a["kc"][0])
+                )
+                | over(gemm.b_addr, a["dc"], Buffer.ACT, gap(gemm.b_pad, a["b_row_odd"]))
+                | over(gemm.c_addr, a["rc"], Buffer.ACC, gap(gemm.c_pad, gemm.cols[0])),
                 # IDX has as many entries as WGT: its check at the same address is the same.
                 Opcode.PRUNE.value: over(prune.src_addr, a["rc"], Buffer.VEC)
                 | over(prune.dst_addr, kept_prune, Buffer.WGT),

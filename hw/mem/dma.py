@@ -1,6 +1,7 @@
-# Ref: docs/isa.md, sections LOAD and STORE (4-D strided loop nest; dma_cycles) and the queue
-#      rules (LOAD and STORE share one memory port); sim/model/dma.py (the executable
-#      semantics: bits copied unchanged, IDX keeps its low index_bits bits).
+# Ref: docs/isa.md, sections LOAD and STORE (4-D strided loop nest, buffer-side pitches
+#      rounded up to odd by buf_pad; dma_cycles) and the queue rules (LOAD and STORE share
+#      one memory port); sim/model/dma.py (the executable semantics: bits copied
+#      unchanged, IDX keeps its low index_bits bits).
 # Ref: DESIGN.md sections 4 and 9 (DMA engine; deterministic memory in simulation).
 """DMAEngine: executes LOAD and STORE over one memory bus and the five buffers' wide ports."""
 
@@ -28,11 +29,16 @@ class DMAEngine(wiring.Component):
     """The DMA engine: executes one LOAD or STORE at a time (docs/isa.md, LOAD and STORE).
 
     A transfer moves ``blocks x planes x rows`` contiguous runs of ``cols`` elements
-    (``cols * E`` bytes, ``E = isa.element_bytes(buffer)``) between external memory and a
-    contiguous buffer range. Each run is one request on :attr:`bus`
+    (``cols * E`` bytes, ``E = isa.element_bytes(buffer)``) between external memory and
+    the buffer from ``buf_addr``, in loop order, at the row, plane and block pitches of
+    :func:`nmsat.hw.isa.dma_buffer_pitches` (each level packed unless a bit of ``buf_pad``
+    rounds its pitch up to odd; the one element such a rounding skips after a row, plane
+    or block is left unwritten by a LOAD). Each run is one request on :attr:`bus`
     (:class:`~nmsat.hw.mem.bus.MemoryBusSignature`): ``ceil(cols * E / B)`` beats of
     ``B = params.dram_bytes_per_cycle`` bytes, aligned to the run's first byte, so the
-    alignment of ``dram_addr`` never adds a beat.
+    alignment of ``dram_addr`` never adds a beat. A beat therefore never spans two runs,
+    nor two buffer rows: the pitches cost no cycle (the last beat of a run steps the buffer
+    address past the skipped elements).
 
     **Timing.** A transfer started in cycle ``s`` raises :attr:`done` in cycle
     ``s + isa.cycles(instr, params)``, ``D + lines * ceil(cols * E / B)``
@@ -173,6 +179,16 @@ class DMAEngine(wiring.Component):
         rows = held("rows", _COUNT_BITS, instr.rows)
         planes = held("planes", _COUNT_BITS, instr.planes)
         run_bytes = held("run_bytes", range(MAX_REQUEST_BYTES + 1), instr.cols << e_log2_in)
+        # Buffer elements skipped after each row, plane and block (isa.dma_buffer_pitches):
+        # rounding a pitch up to odd adds 1 when the packed size below it is even.
+        pad = instr.buf_pad
+        row_odd = instr.cols[0] | pad[0]  # bit 0 of the row pitch
+        plane_odd = (instr.rows[0] & row_odd) | pad[1]
+        gaps = [
+            held("row_gap", 1, pad[0] & ~instr.cols[0]),
+            held("plane_gap", 1, pad[1] & ~(instr.rows[0] & row_odd)),
+            held("block_gap", 1, pad[2] & ~(instr.planes[0] & plane_odd)),
+        ]
         strides = [
             held(f"{name}_bytes", _STRIDE_BITS + 2, getattr(instr, name) << e_log2_in)
             for name in ("dram_stride", "plane_stride", "block_stride")
@@ -287,9 +303,13 @@ class DMAEngine(wiring.Component):
         ]
         with m.If(step):
             # Runs start on element boundaries; with B < E an element spans E / B beats.
+            # The last beat of a row, plane, block also skips that level's gap, if any.
             total = cur_sub + beat_bytes
+            plane_end = run_end & (cur_w_rows == 1)
+            block_end = plane_end & (cur_w_planes == 1)
+            skip = (run_end & gaps[0]) + (plane_end & gaps[1]) + (block_end & gaps[2])
             m.d.sync += [
-                elem.eq(cur_elem + (total >> e_log2)),
+                elem.eq(cur_elem + (total >> e_log2) + skip),
                 sub.eq(total & ((Const(1, 3) << e_log2) - 1)),
             ]
             with m.If(run_end):

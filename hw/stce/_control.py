@@ -1,7 +1,8 @@
 # Ref: docs/isa.md, section GEMM (loop nest; gemm_ws_cycles and gemm_os_cycles, whose fold
 #      structure this schedule implements cycle by cycle); hw/isa_timing.py.
 # Ref: sim/model/stce.py (operand addressing: A [rows, Kc] with indices at the same address,
-#      B [depth, cols] or [cols, depth] with b_trans, C [rows, cols]; k = (q // n) * m + idx).
+#      B [depth, cols] or [cols, depth] with b_trans, C [rows, cols], each operand's rows
+#      isa.gemm_pitches apart; k = (q // n) * m + idx).
 # Ref: H. T. Kung, "Why systolic architectures?", IEEE Computer 1982 (skewed operand streams).
 """Private: the GEMM decode, the schedule records and the two master sequencers of the STCE.
 
@@ -16,6 +17,15 @@ see :class:`nmsat.hw.stce.STCE` for the schedule.
 
 Every cycle number below is a *read cycle*: a record emitted in cycle t reads in t, and the
 array uses the data in t + 1.
+
+Operands (docs/isa.md, section GEMM): A ``[rows, Kc]`` in WGT (its indices at the same IDX
+addresses), B ``[depth, cols]`` (``[cols, depth]`` with ``b_trans``) in ACT and C
+``[rows, cols]`` in ACC, each row-major with its rows a *pitch* apart: ``lda``, ``ldb`` and
+``ldc`` (:func:`nmsat.hw.isa.gemm_pitches`), the row length or, with the operand's pad bit,
+the next odd number. Every address step from one row of an operand to the next is its
+pitch; the counts (Kc, ``cols``, ``depth``) only bound loops and mask edges. So
+``A[i, q]`` is at ``a_addr + i * lda + q``, ``B[k, j]`` at ``b_addr + k * kstride + j *
+jstride`` and ``C[i, j]`` at ``c_addr + i * ldc + j``. The pitches change no cycle.
 """
 
 from __future__ import annotations
@@ -160,15 +170,18 @@ def _min(a: Value, b: Value | int) -> Value:
 class Decoded:
     """Values derived from a GEMM payload ``cfg``, as combinational signals.
 
-    Common: ``ws``, ``dense`` (n == m), ``kc`` (Kc), ``n_eff``/``m_eff`` (1/1 when dense, so
-    that dense addressing is the N:M addressing of 1:1), ``kstride``/``jstride`` (elements
-    between consecutive k and consecutive j of B), ``grp_step`` (one N:M group of B),
-    ``lane_off[u]`` (lane u of a group), ``idx_mask`` (m - 1).
+    Common: ``ws``, ``dense`` (n == m), ``kc`` (Kc, a count), ``lda``/``ldb``/``ldc``
+    (the row pitches of A, B and C: ``isa.row_pitch``), ``n_eff``/``m_eff`` (1/1 when
+    dense, so that dense addressing is the N:M addressing of 1:1), ``kstride``/``jstride``
+    (elements between consecutive k and consecutive j of B: 1 and ``ldb`` with ``b_trans``,
+    else ``ldb`` and 1), ``grp_step`` (one N:M group of B), ``lane_off[u]`` (lane u of a
+    group), ``idx_mask`` (m - 1).
     WS: ``ws_step`` and ``ws_tau0`` (first vector's offset in a fold), ``ws_fk_adv`` and
-    ``ws_grem`` (B advance per reduction fold), ``ws_c_kc``, ``ws_c_cols``.
+    ``ws_grem`` (B advance per reduction fold), ``ws_c_lda`` and ``ws_c_ldc`` (C rows of A
+    and of C: the advance per output block).
     OS: ``os_ilv`` (I), ``os_period`` (max(I, L)), ``os_ri`` (R * I), ``os_fold``,
-    ``os_ci`` (C * I), ``os_fj_bstep``, ``os_a_bstep``, ``os_r_kc``, ``os_r_cols``,
-    ``os_rm1_cols``.
+    ``os_ci`` (C * I), ``os_fj_bstep``, ``os_a_bstep``, ``os_r_lda`` and ``os_r_ldc`` (R rows
+    of A and of C), ``os_rm1_ldc`` (R - 1 rows of C).
     """
 
     def __init__(self, m: Module, cfg: Any, params: SATParams) -> None:
@@ -184,12 +197,16 @@ class Decoded:
         self.m_eff = _sig(m, 5, "dec_m_eff", Mux(self.dense, 1, cfg.m))
         log2m_eff = _sig(m, 3, "dec_log2m_eff", Mux(self.dense, 0, log2m))
         self.idx_mask = _sig(m, params.index_bits, "dec_idx_mask", cfg.m - 1)
-        self.kstride = _sig(m, 16, "dec_kstride", Mux(cfg.b_trans, 1, cfg.cols))
-        self.jstride = _sig(m, 16, "dec_jstride", Mux(cfg.b_trans, cfg.depth, 1))
+        # Row pitches (isa.row_pitch): a row's length, or the next odd number with the pad.
+        self.lda = _sig(m, COUNT_BITS, "dec_lda", Mux(cfg.a_pad, self.kc | 1, self.kc))
+        b_row = Mux(cfg.b_trans, cfg.depth, cfg.cols)
+        self.ldb = _sig(m, 16, "dec_ldb", Mux(cfg.b_pad, b_row | 1, b_row))
+        self.ldc = _sig(m, 16, "dec_ldc", Mux(cfg.c_pad, cfg.cols | 1, cfg.cols))
+        self.kstride = _sig(m, 16, "dec_kstride", Mux(cfg.b_trans, 1, self.ldb))
+        self.jstride = _sig(m, 16, "dec_jstride", Mux(cfg.b_trans, self.ldb, 1))
         self.grp_step = _sig(m, ADDR_BITS, "dec_grp_step", self.kstride << log2m_eff)
         self.lane_off = [
-            _sig(m, ADDR_BITS, f"dec_lane_off{u}", Mux(cfg.b_trans, u, cfg.cols * u))
-            for u in range(params.m_max)
+            _sig(m, ADDR_BITS, f"dec_lane_off{u}", self.kstride * u) for u in range(params.m_max)
         ]
 
         # -- weight-stationary: gemm_ws_cycles' step, and B's advance per reduction fold ----
@@ -208,8 +225,8 @@ class Decoded:
             m, 5, "dec_ws_grem", Array(Const(R % n if n else 0, 5) for n in range(32))[self.n_eff]
         )
         self.ws_fk_adv = _sig(m, ADDR_BITS, "dec_ws_fk_adv", (groups << log2m_eff) * self.kstride)
-        self.ws_c_kc = _sig(m, ADDR_BITS, "dec_ws_c_kc", self.kc << log2C)
-        self.ws_c_cols = _sig(m, ADDR_BITS, "dec_ws_c_cols", cfg.cols << log2C)
+        self.ws_c_lda = _sig(m, ADDR_BITS, "dec_ws_c_lda", self.lda << log2C)
+        self.ws_c_ldc = _sig(m, ADDR_BITS, "dec_ws_c_ldc", self.ldc << log2C)
 
         # -- output-stationary: gemm_os_cycles' I and fold length ---------------------------
         col_groups = _sig(m, COUNT_BITS, "dec_os_ccols", (cfg.cols + (C - 1)) >> log2C)
@@ -222,9 +239,9 @@ class Decoded:
         self.os_ci = _sig(m, 13, "dec_os_ci", ilv << log2C)
         self.os_fj_bstep = _sig(m, ADDR_BITS, "dec_os_fj_bstep", self.os_ci * self.jstride)
         self.os_a_bstep = _sig(m, ADDR_BITS, "dec_os_a_bstep", self.jstride << log2C)
-        self.os_r_kc = _sig(m, ADDR_BITS, "dec_os_r_kc", self.kc << log2R)
-        self.os_r_cols = _sig(m, ADDR_BITS, "dec_os_r_cols", cfg.cols << log2R)
-        self.os_rm1_cols = _sig(m, ADDR_BITS, "dec_os_rm1_cols", (cfg.cols << log2R) - cfg.cols)
+        self.os_r_lda = _sig(m, ADDR_BITS, "dec_os_r_lda", self.lda << log2R)
+        self.os_r_ldc = _sig(m, ADDR_BITS, "dec_os_r_ldc", self.ldc << log2R)
+        self.os_rm1_ldc = _sig(m, ADDR_BITS, "dec_os_rm1_ldc", (self.ldc << log2R) - self.ldc)
 
 
 # -- the chains: how a record changes from one row or column to the next -------------------
@@ -234,7 +251,7 @@ def step_row(m: Module, rec: Any, d: Decoded, name: str) -> Any:
     """Return the record of the next row (combinational).
 
     WS: the next compressed position (its group advances every ``n``), the same column's
-    weight one position further. OS: the next output row of A.
+    weight one position further. OS: the next output row of A (``lda`` further).
     """
     out = Signal.like(rec, name=name)
     wrap = rec.phase + 1 == d.n_eff
@@ -252,7 +269,7 @@ def step_row(m: Module, rec: Any, d: Decoded, name: str) -> Any:
             ]
     with m.Else():
         m.d.comb += [
-            out.loads[0].addr.eq(rec.loads[0].addr + d.kc),
+            out.loads[0].addr.eq(rec.loads[0].addr + d.lda),
             out.loads[0].i.eq(rec.loads[0].i + 1),
         ]
     return out
@@ -274,9 +291,10 @@ def step_col(m: Module, rec: Any, d: Decoded, name: str) -> Any:
 
 
 def step_acc(m: Module, rec: Any, d: Decoded, name: str) -> Any:
-    """Return the weight-stationary partial-sum record of the next column: the next row."""
+    """Return the weight-stationary partial-sum record of the next column: the next row
+    (``ldc`` further)."""
     out = Signal.like(rec, name=name)
-    m.d.comb += [out.eq(rec), out.addr.eq(rec.addr + d.cfg.cols), out.i.eq(rec.i + 1)]
+    m.d.comb += [out.eq(rec), out.addr.eq(rec.addr + d.ldc), out.i.eq(rec.i + 1)]
     return out
 
 
@@ -389,7 +407,7 @@ def ws_master(m: Module, start: Value, d: Decoded, params: SATParams) -> tuple[A
                 reg.loads[b].valid.eq(load.col != C - 1),
                 reg.loads[b].col.eq(load.col + 1),
                 reg.loads[b].q.eq(load.q),
-                reg.loads[b].addr.eq(load.addr + d.kc),
+                reg.loads[b].addr.eq(load.addr + d.lda),
                 reg.loads[b].i.eq(load.i + 1),
             ]
 
@@ -418,8 +436,8 @@ def ws_master(m: Module, start: Value, d: Decoded, params: SATParams) -> tuple[A
         with m.Else():
             m.d.sync += [
                 reg.i0.eq(cur.i0 + C),
-                reg.w_base.eq(cur.w_base + d.ws_c_kc),
-                reg.acc_row.eq(cur.acc_row + d.ws_c_cols),
+                reg.w_base.eq(cur.w_base + d.ws_c_lda),
+                reg.acc_row.eq(cur.acc_row + d.ws_c_ldc),
             ]
     return row, psum
 
@@ -486,7 +504,7 @@ def os_master(m: Module, start: Value, d: Decoded, params: SATParams) -> tuple[A
     n_i0 = _sig(m, COUNT_BITS, "os_next_i0", Mux(wrap, cur.i0 + R, cur.i0))
     n_j0 = _sig(m, COUNT_BITS, "os_next_j0", Mux(wrap, 0, nj0))
     n_acc_row = _sig(
-        m, ADDR_BITS, "os_next_acc_row", Mux(wrap, cur.acc_row + d.os_r_cols, cur.acc_row)
+        m, ADDR_BITS, "os_next_acc_row", Mux(wrap, cur.acc_row + d.os_r_ldc, cur.acc_row)
     )
     is_last = _sig(m, 1, "os_is_last", wrap & (cur.i0 + R >= cfg.rows))
 
@@ -535,11 +553,11 @@ def os_master(m: Module, start: Value, d: Decoded, params: SATParams) -> tuple[A
         ch_init.a.eq(ilv - 1),
         ch_init.last.eq(~cur.pre & cur.drain),
         ch_init.rd.eq(cur.pre | (cfg.accumulate & ~is_last & ~cur.drain)),
-        ch_init.rd_row.eq(rd_row + d.os_rm1_cols),
+        ch_init.rd_row.eq(rd_row + d.os_rm1_ldc),
         ch_init.rd_i.eq(Mux(cur.pre, cur.i0, n_i0) + (R - 1)),
         ch_init.rd_j0.eq(Mux(cur.pre, cur.j0, n_j0)),
         ch_init.wr.eq(~cur.pre & cur.pv),
-        ch_init.wr_row.eq(cur.p_acc_row + cur.p_j0 + d.os_rm1_cols),
+        ch_init.wr_row.eq(cur.p_acc_row + cur.p_j0 + d.os_rm1_ldc),
         ch_init.wr_i.eq(cur.p_i0 + (R - 1)),
         ch_init.wr_j0.eq(cur.p_j0),
     ]
@@ -563,9 +581,9 @@ def os_master(m: Module, start: Value, d: Decoded, params: SATParams) -> tuple[A
             m.d.sync += [
                 ch_reg.a.eq(ilv - 1),
                 ch_reg.r.eq(ch.r - 1),
-                ch_reg.rd_row.eq(ch.rd_row - cfg.cols),
+                ch_reg.rd_row.eq(ch.rd_row - d.ldc),
                 ch_reg.rd_i.eq(ch.rd_i - 1),
-                ch_reg.wr_row.eq(ch.wr_row - cfg.cols),
+                ch_reg.wr_row.eq(ch.wr_row - d.ldc),
                 ch_reg.wr_i.eq(ch.wr_i - 1),
             ]
         with m.Else():
@@ -613,7 +631,7 @@ def os_master(m: Module, start: Value, d: Decoded, params: SATParams) -> tuple[A
                     reg.i0.eq(n_i0),
                     reg.j0.eq(n_j0),
                     reg.acc_row.eq(n_acc_row),
-                    reg.a_base.eq(Mux(wrap, cur.a_base + d.os_r_kc, cur.a_base)),
+                    reg.a_base.eq(Mux(wrap, cur.a_base + d.os_r_lda, cur.a_base)),
                     reg.b_base.eq(Mux(wrap, cfg.b_addr, cur.b_base + d.os_fj_bstep)),
                 ]
     return row, col

@@ -6,7 +6,8 @@
 #      processing unit", ISCA 2017 (weight-stationary array, partial sums down the columns).
 # Ref: docs/isa.md, section GEMM (loop nest, gemm_ws_cycles, gemm_os_cycles) and the unit
 #      contract of the execution units (start, payload, done at s + isa.cycles).
-# Ref: sim/model/stce.py (the executable semantics, bit for bit); docs/numerics.md.
+# Ref: sim/model/stce.py (the executable semantics, bit for bit, operand row pitches
+#      included); docs/numerics.md.
 """The STCE: the systolic GEMM engine, the execution unit of the compute queue."""
 
 from __future__ import annotations
@@ -112,6 +113,15 @@ class STCE(wiring.Component):
     It computes exactly :func:`nmsat.sim.model.gemm` in exact mode, dense or N:M (every
     pattern ``n <= m`` with ``m <= m_max``), with B in either layout (``b_trans``), and takes
     exactly :func:`nmsat.hw.isa.cycles` cycles: ``gemm_ws_cycles`` or ``gemm_os_cycles``.
+
+    **Operands** (docs/isa.md, section GEMM). A is ``[rows, Kc]`` in WGT with its N:M
+    indices at the same IDX addresses, B ``[depth, cols]`` in ACT (``[cols, depth]`` with
+    ``b_trans``), C ``[rows, cols]`` in ACC, each row-major with its rows a pitch apart
+    (:func:`nmsat.hw.isa.gemm_pitches`): ``A[i, q]`` at ``a_addr + i * lda + q``, ``B[k, j]``
+    at ``b_addr + k * ldb + j`` (``b_addr + j * ldb + k`` with ``b_trans``), ``C[i, j]`` at
+    ``c_addr + i * ldc + j``. A pitch is the row length, or with the operand's ``a_pad``,
+    ``b_pad`` or ``c_pad`` the next odd number. The elements between a row's end and the
+    next row's start are never written, and the pitches change no cycle.
 
     **Unit contract.** ``start`` is a one-cycle pulse with the payload ``gemm`` valid in that
     cycle (it is latched). If that is cycle ``s``, ``done`` pulses in cycle

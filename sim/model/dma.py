@@ -2,8 +2,9 @@
 #      docs/decisions.md (LOAD and STORE are 4-D strided transfers; one memory port).
 """LOAD and STORE: 4-D strided transfers between the DRAM image and an on-chip buffer.
 
-Both move ``blocks x planes x rows x cols`` elements; the buffer side is contiguous in that
-loop order, the DRAM side is strided (element strides ``block_stride``, ``plane_stride``,
+Both move ``blocks x planes x rows x cols`` elements; the buffer side holds them in that loop
+order at the pitches of ``isa.dma_buffer_pitches`` (packed, or rounded up to odd by
+``buf_pad``), the DRAM side is strided (element strides ``block_stride``, ``plane_stride``,
 ``dram_stride``, scaled by ``element_bytes(buffer)``). The model moves the whole block in one
 numpy assignment between a strided view of the image and the buffer range, bits unchanged
 (the ISA's rules forbid overlapping DRAM rows, so the order of the loop nest cannot matter).
@@ -14,6 +15,8 @@ Events: ``E * elements`` bytes of DRAM traffic and the same bytes of buffer traf
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from nmsat.hw import isa
 from nmsat.hw.isa import Buffer
@@ -47,16 +50,21 @@ def _transfer(instr: isa.Instruction, mem: Memory, to_buffer: bool) -> None:
     counts = (f["blocks"], f["planes"], f["rows"])
     strides = (f["block_stride"] * size, f["plane_stride"] * size, f["dram_stride"] * size)
     dram = mem.dram_block(f["dram_addr"], counts, strides, f["cols"] * size)
-    count = isa.dma_elements(instr)
+    row, plane, block = isa.dma_buffer_pitches(instr)
+    cols = f["cols"]
+    span = mem.bits(buffer, f["buf_addr"], isa.dma_buffer_extent(instr), "buf_addr")
+    step = span.strides[0]
+    side = np.lib.stride_tricks.as_strided(
+        span, shape=(*counts, cols), strides=(block * step, plane * step, row * step, step)
+    )
     if to_buffer:
+        bits = side.view("u1").reshape(*counts, cols, size)
         if buffer is Buffer.IDX:
-            mem.write_idx(f["buf_addr"], dram, "buf_addr")
+            side[...] = dram.reshape(side.shape) & mem.idx_mask
         else:
-            target = mem.bits(buffer, f["buf_addr"], count, "buf_addr")
-            target.view("u1")[:] = dram.reshape(-1)
+            bits[...] = dram.reshape(bits.shape)
     else:
-        source = mem.bits(buffer, f["buf_addr"], count, "buf_addr")
-        dram[...] = source.view("u1").reshape(dram.shape)
+        dram[...] = side.view("u1").reshape(dram.shape)
 
 
 def _dma_events(instr: isa.Instruction, params: SATParams, direction: str) -> Events:

@@ -99,6 +99,31 @@ class Memory:
         """Return a writable typed view (:data:`VALUE_DTYPES`) of a range of ``buffer``."""
         return self.bits(buffer, addr, count, operand).view(VALUE_DTYPES[buffer])
 
+    def rows(
+        self, buffer: Buffer, addr: int, shape: tuple[int, int], pitch: int, operand: str
+    ) -> NDArray[Any]:
+        """Return a writable ``(lines, length)`` view of raw elements, rows ``pitch`` apart.
+
+        Row ``r`` starts at element ``addr + r * pitch`` (``pitch >= length``; see
+        :func:`nmsat.hw.isa.row_pitch`). Raises :class:`MachineError` like :meth:`bits` if
+        the span ``(lines - 1) * pitch + length`` leaves the buffer.
+        """
+        lines, length = shape
+        flat = self.bits(buffer, addr, (lines - 1) * pitch + length, operand)
+        if pitch == length:
+            return flat.reshape(lines, length)
+        step = flat.strides[0]
+        view: NDArray[Any] = np.lib.stride_tricks.as_strided(
+            flat, shape=(lines, length), strides=(pitch * step, step), writeable=True
+        )
+        return view
+
+    def row_values(
+        self, buffer: Buffer, addr: int, shape: tuple[int, int], pitch: int, operand: str
+    ) -> NDArray[Any]:
+        """Return :meth:`rows` as typed values (:data:`VALUE_DTYPES`)."""
+        return self.rows(buffer, addr, shape, pitch, operand).view(VALUE_DTYPES[buffer])
+
     def write_idx(self, addr: int, indices: NDArray[Any], operand: str) -> None:
         """Write indices to the IDX buffer, keeping their low ``index_bits`` bits."""
         flat = np.asarray(indices).reshape(-1)

@@ -6,7 +6,8 @@
 
 Operands (docs/isa.md): A in WGT, row-major ``[rows, Kc]`` with ``Kc = depth * n / m``, its
 indices at the same IDX address when ``n < m``; B in ACT, ``[depth, cols]`` (or ``[cols,
-depth]`` with ``b_trans``); C in ACC, ``[rows, cols]``.
+depth]`` with ``b_trans``); C in ACC, ``[rows, cols]``; each operand's rows
+``isa.gemm_pitches`` apart (packed, or an odd pitch with ``a_pad``/``b_pad``/``c_pad``).
 
 Exact mode calls :func:`nmsat.hw.numerics.gemm` (dense) or :func:`~nmsat.hw.numerics.gemm_nm`
 (N:M) with the preloaded ACC when ``accumulate`` is 1: products added in increasing k onto the
@@ -110,16 +111,19 @@ def _operands(
     f = instr.fields
     rows, cols, depth, n, m = f["rows"], f["cols"], f["depth"], f["n"], f["m"]
     kc = depth * n // m
-    a = mem.values(Buffer.WGT, f["a_addr"], rows * kc, "a_addr").reshape(rows, kc)
+    lda, ldb, ldc = isa.gemm_pitches(instr)
+    a = mem.row_values(Buffer.WGT, f["a_addr"], (rows, kc), lda, "a_addr")
     idx = None
     if n < m:
-        raw = mem.bits(Buffer.IDX, f["a_addr"], rows * kc, "a_addr").reshape(rows, kc)
+        raw = mem.rows(Buffer.IDX, f["a_addr"], (rows, kc), lda, "a_addr")
         idx = raw & np.uint8(m - 1)
-    b = mem.values(Buffer.ACT, f["b_addr"], depth * cols, "b_addr")
-    b = b.reshape(cols, depth).T if f["b_trans"] else b.reshape(depth, cols)
+    if f["b_trans"]:
+        b = mem.row_values(Buffer.ACT, f["b_addr"], (cols, depth), ldb, "b_addr").T
+    else:
+        b = mem.row_values(Buffer.ACT, f["b_addr"], (depth, cols), ldb, "b_addr")
     c = None
     if f["accumulate"]:
-        c = mem.values(Buffer.ACC, f["c_addr"], rows * cols, "c_addr").reshape(rows, cols)
+        c = mem.row_values(Buffer.ACC, f["c_addr"], (rows, cols), ldc, "c_addr")
     return a, idx, b, c
 
 
@@ -197,6 +201,7 @@ def gemm(
         a, idx, b, c = _operands(instr, mem)
         compute = _exact if mode == "exact" else _fast
         out = compute(a, idx, f["n"], f["m"], b, c)
-        target = mem.values(Buffer.ACC, f["c_addr"], f["rows"] * f["cols"], "c_addr")
-        target[:] = out.reshape(-1)
+        ldc = isa.gemm_pitches(instr)[2]
+        target = mem.row_values(Buffer.ACC, f["c_addr"], (f["rows"], f["cols"]), ldc, "c_addr")
+        target[...] = out
     return _gemm_events(instr, params)

@@ -177,6 +177,44 @@ def _gemm(**kw: Any) -> isa.Instruction:
     return isa.make(Opcode.GEMM, **{**base, **kw})
 
 
+@pytest.mark.parametrize("pad", [0, 1])
+@pytest.mark.parametrize("b_trans", [0, 1])
+def test_padded_operands_fit_to_the_last_element(pad: int, b_trans: int) -> None:
+    """Each operand spans ``(lines - 1) * pitch + row`` elements: ending on the buffer's last
+    element fits, one element further overruns (even row lengths, so the pad shows)."""
+    rows, cols, depth, n, m = 3, 6, 16, 2, 8
+    kc = depth * n // m
+    pitch = isa.row_pitch
+    spans = {
+        "a_addr": (Buffer.WGT, (rows - 1) * pitch(kc, pad) + kc),
+        "b_addr": (
+            Buffer.ACT,
+            (cols - 1) * pitch(depth, pad) + depth
+            if b_trans
+            else (depth - 1) * pitch(cols, pad) + cols,
+        ),
+        "c_addr": (Buffer.ACC, (rows - 1) * pitch(cols, pad) + cols),
+    }
+    fields = {"rows": rows, "cols": cols, "depth": depth, "n": n, "m": m, "b_trans": b_trans,
+              "interleave": 1, "a_pad": pad, "b_pad": pad, "c_pad": pad}  # fmt: skip
+    assert pitch(6, pad) == (7 if pad else 6) and pitch(5, pad) == 5
+    for name, (buffer, span) in spans.items():
+        last = isa.buffer_entries(buffer, TINY) - span
+        isa.check_for_params(isa.make(Opcode.GEMM, **fields, **{name: last}), TINY)
+        with pytest.raises(IsaError, match=f"{name}={last + 1} .* overruns the {buffer.name}"):
+            isa.check_for_params(isa.make(Opcode.GEMM, **fields, **{name: last + 1}), TINY)
+    dma = {"buffer": Buffer.VEC, "rows": 2, "cols": 2, "planes": 2, "blocks": 3,
+           "dram_stride": 4, "plane_stride": 8, "block_stride": 16, "buf_pad": 7 * pad}  # fmt: skip
+    pitches = isa.dma_buffer_pitches(isa.make(Opcode.LOAD, **dma))
+    assert pitches == ((3, 7, 15) if pad else (2, 4, 8))
+    span = 2 * pitches[2] + pitches[1] + pitches[0] + 2
+    assert isa.dma_buffer_extent(isa.make(Opcode.LOAD, **dma)) == span
+    last = TINY.vec_buffer_entries - span
+    isa.check_for_params(isa.make(Opcode.STORE, **dma, buf_addr=last), TINY)
+    with pytest.raises(IsaError, match="overruns the VEC buffer"):
+        isa.check_for_params(isa.make(Opcode.STORE, **dma, buf_addr=last + 1), TINY)
+
+
 def test_check_for_params_limits() -> None:
     isa.check_for_params(_gemm(), TINY)
     with pytest.raises(IsaError, match="overruns the ACC buffer"):

@@ -7,7 +7,8 @@ loads a model :class:`~nmsat.sim.model.Memory` into it, issues a program of GEMM
 ``start`` in the cycle of the previous ``done``, and checks against
 :func:`nmsat.sim.model.gemm` in exact mode on the same contents: every GEMM's cycles equal
 :func:`nmsat.hw.isa.cycles`, ``busy`` is high exactly between ``start`` and ``done``, and
-the whole ACC buffer is equal bit for bit afterwards (so nothing outside C is written).
+the whole ACC buffer is equal bit for bit afterwards (so nothing outside C is written, the
+elements between C's rows included when ``c_pad`` makes its pitch exceed ``cols``).
 """
 
 from __future__ import annotations
@@ -76,6 +77,34 @@ def patterns(params: SATParams) -> list[tuple[int, int]]:
     return [(m, m) for m in (1, 2, 4, 8, 16)] + list(params.nm_patterns)
 
 
+_OPERANDS = (("a_addr", Buffer.WGT), ("b_addr", Buffer.ACT), ("c_addr", Buffer.ACC))
+
+
+def spans(instr: isa.Instruction) -> tuple[int, int, int]:
+    """Elements of WGT (and IDX), ACT and ACC that a GEMM's A, B and C span: their rows
+    ``isa.gemm_pitches`` apart, the last one only as long as a row."""
+    f = instr.fields
+    lda, ldb, ldc = isa.gemm_pitches(instr)
+    kc = f["depth"] * f["n"] // f["m"]
+    lines, length = (f["cols"], f["depth"]) if f["b_trans"] else (f["depth"], f["cols"])
+    return (
+        (f["rows"] - 1) * lda + kc,
+        (lines - 1) * ldb + length,
+        (f["rows"] - 1) * ldc + f["cols"],
+    )
+
+
+def fit(params: SATParams, instr: isa.Instruction) -> isa.Instruction:
+    """``instr`` with each operand address lowered, where needed, so that its span (with
+    the pitches) ends inside its buffer."""
+    fields = dict(instr.fields)
+    for (name, buffer), span in zip(_OPERANDS, spans(instr), strict=True):
+        fields[name] = max(0, min(fields[name], isa.buffer_entries(buffer, params) - span))
+    out = isa.make(Opcode.GEMM, **fields)
+    isa.check_for_params(out, params)
+    return out
+
+
 def random_gemm(
     params: SATParams,
     rng: np.random.Generator,
@@ -84,8 +113,11 @@ def random_gemm(
     *,
     c_addr: int | None = None,
     accumulate: int | None = None,
+    pads: tuple[int, int, int] | None = None,
 ) -> isa.Instruction:
-    """A GEMM of a few folds in every dimension, its operands anywhere in their buffers."""
+    """A GEMM of a few folds in every dimension, its operands anywhere in their buffers,
+    each operand's rows packed or padded to an odd pitch at random (or as ``pads`` says:
+    ``a_pad``, ``b_pad``, ``c_pad``)."""
     R, C = params.array_rows, params.array_cols
     n, m = pattern
     outer = C if dataflow is Dataflow.WS else R
@@ -93,27 +125,31 @@ def random_gemm(
     cols = int(rng.integers(1, min(5 * C, 24) + 1))
     groups = int(rng.integers(1, max(1, (3 * R + 2) // n) + 1))
     depth = groups * m
-    kc = depth * n // m
-    act, wgt, acc = (isa.buffer_entries(b, params) for b in (Buffer.ACT, Buffer.WGT, Buffer.ACC))
-    while depth * cols > act:
-        cols -= 1
-    c_size = rows * cols
-    c_addr = int(rng.integers(0, acc - c_size + 1)) if c_addr is None else c_addr
-    return isa.make(
-        Opcode.GEMM,
-        n=n,
-        m=m,
-        dataflow=dataflow,
-        accumulate=int(rng.integers(2)) if accumulate is None else accumulate,
-        b_trans=int(rng.integers(2)),
-        interleave=int(rng.integers(1, params.interleave + 1)),
-        rows=rows,
-        cols=cols,
-        depth=depth,
-        a_addr=int(rng.integers(0, wgt - rows * kc + 1)),
-        b_addr=int(rng.integers(0, act - depth * cols + 1)),
-        c_addr=min(c_addr, acc - c_size),
-    )
+    a_pad, b_pad, c_pad = tuple(int(p) for p in rng.integers(0, 2, 3)) if pads is None else pads
+    fields: dict[str, Any] = {
+        "n": n,
+        "m": m,
+        "dataflow": dataflow,
+        "accumulate": int(rng.integers(2)) if accumulate is None else accumulate,
+        "b_trans": int(rng.integers(2)),
+        "interleave": int(rng.integers(1, params.interleave + 1)),
+        "rows": rows,
+        "cols": cols,
+        "depth": depth,
+        "a_pad": a_pad,
+        "b_pad": b_pad,
+        "c_pad": c_pad,
+    }
+    act = isa.buffer_entries(Buffer.ACT, params)
+    while spans(isa.make(Opcode.GEMM, **fields))[1] > act:
+        fields["cols"] -= 1
+    instr = isa.make(Opcode.GEMM, **fields)
+    for (name, buffer), span in zip(_OPERANDS, spans(instr), strict=True):
+        room = isa.buffer_entries(buffer, params) - span
+        fields[name] = int(rng.integers(0, room + 1))
+    if c_addr is not None:
+        fields["c_addr"] = c_addr
+    return fit(params, isa.make(Opcode.GEMM, **fields))
 
 
 def describe(instr: isa.Instruction) -> str:
@@ -122,7 +158,8 @@ def describe(instr: isa.Instruction) -> str:
     return (
         f"{f['dataflow'].name} {f['n']}:{f['m']} rows={f['rows']} cols={f['cols']} "
         f"depth={f['depth']} accumulate={f['accumulate']} b_trans={f['b_trans']} "
-        f"interleave={f['interleave']} a={f['a_addr']} b={f['b_addr']} c={f['c_addr']}"
+        f"interleave={f['interleave']} a={f['a_addr']} b={f['b_addr']} c={f['c_addr']} "
+        f"pads={f['a_pad']}{f['b_pad']}{f['c_pad']}"
     )
 
 
@@ -273,9 +310,10 @@ class Tools(NamedTuple):
     gemm: Callable[..., isa.Instruction]
     patterns: Callable[[SATParams], list[tuple[int, int]]]
     describe: Callable[[isa.Instruction], str]
+    fit: Callable[[SATParams, isa.Instruction], isa.Instruction]
 
 
 @pytest.fixture(scope="session")
 def stce() -> Tools:
     """Run GEMM programs on the STCE against the model, and make random ones."""
-    return Tools(_run_gemms, random_memory, random_gemm, patterns, describe)
+    return Tools(_run_gemms, random_memory, random_gemm, patterns, describe, fit)

@@ -6,10 +6,14 @@ Every simulation runs programs of GEMMs back to back (each ``start`` in the cycl
 previous ``done``) from random buffer contents, and checks each GEMM's cycles against
 ``isa.cycles`` and the whole ACC buffer against :func:`nmsat.sim.model.gemm` in exact mode
 (the harness is in conftest.py). Shapes span a few folds in every dimension; every pattern
-runs in both dataflows with random ``accumulate``, ``b_trans`` and ``interleave``.
+runs in both dataflows with random ``accumulate``, ``b_trans``, ``interleave`` and operand
+row pitches (``a_pad``, ``b_pad``, ``c_pad``); one test runs every combination of the pads on
+shapes whose rows are of even length, so that each padded pitch differs from the packed one.
 """
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import pytest
@@ -51,13 +55,9 @@ def test_dependent_gemms_back_to_back(stce) -> None:
         instr = stce.gemm(TINY, rng, dataflow, nm, c_addr=100, accumulate=int(k > 0))
         if program:
             f = instr.fields
-            rows, cols = program[0]["rows"], program[0]["cols"]
-            kc = f["depth"] * f["n"] // f["m"]
-            act_room = isa.buffer_entries(Buffer.ACT, TINY) - f["depth"] * cols
-            wgt_room = isa.buffer_entries(Buffer.WGT, TINY) - rows * kc
-            f.update(rows=rows, cols=cols, c_addr=100)
-            f.update(b_addr=min(f["b_addr"], act_room), a_addr=min(f["a_addr"], wgt_room))
-            instr = isa.make(Opcode.GEMM, **f)
+            first = program[0]
+            f.update(rows=first["rows"], cols=first["cols"], c_pad=first["c_pad"], c_addr=100)
+            instr = stce.fit(TINY, isa.make(Opcode.GEMM, **f))
         program.append(instr)
     stce.run(TINY, [(stce.memory(TINY, 7), program)])
     stce.run(TINY, [(stce.memory(TINY, 8), program[:3])], gap_cycles=2)
@@ -65,7 +65,8 @@ def test_dependent_gemms_back_to_back(stce) -> None:
 
 @st.composite
 def _programs(draw: st.DrawFn) -> tuple[int, list[isa.Instruction]]:
-    """A data seed and one to three GEMMs drawn field by field."""
+    """A data seed and one to three GEMMs drawn field by field (the test lowers addresses
+    that a padded operand would push past its buffer's end: ``stce.fit``)."""
     patterns = [(m, m) for m in (1, 2, 4, 8, 16)] + list(TINY.nm_patterns)
     program = []
     for _ in range(draw(st.integers(1, 3))):
@@ -89,6 +90,9 @@ def _programs(draw: st.DrawFn) -> tuple[int, list[isa.Instruction]]:
                 a_addr=draw(st.integers(0, isa.buffer_entries(Buffer.WGT, TINY) - rows * kc)),
                 b_addr=draw(st.integers(0, isa.buffer_entries(Buffer.ACT, TINY) - depth * cols)),
                 c_addr=draw(st.integers(0, isa.buffer_entries(Buffer.ACC, TINY) - rows * cols)),
+                a_pad=draw(st.integers(0, 1)),
+                b_pad=draw(st.integers(0, 1)),
+                c_pad=draw(st.integers(0, 1)),
             )
         )
     return draw(st.integers(0, 2**32 - 1)), program
@@ -99,7 +103,50 @@ def _programs(draw: st.DrawFn) -> tuple[int, list[isa.Instruction]]:
 @given(_programs())
 def test_drawn_programs_match_model(stce, drawn: tuple[int, list[isa.Instruction]]) -> None:
     seed, program = drawn
+    program = [stce.fit(TINY, instr) for instr in program]
     stce.run(TINY, [(stce.memory(TINY, seed), program)])
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("dataflow", list(Dataflow), ids=lambda d: d.name)
+def test_every_pad_combination_matches_model(stce, dataflow: Dataflow) -> None:
+    """Dense and 2:4, both B layouts, all eight (a_pad, b_pad, c_pad): A, B and C rows of
+    even length (Kc = 6, depth 6 or 12, cols = 10), so each pad makes the pitch one longer,
+    on shapes of two folds in every dimension (WS: rows 6 > C and Kc > R; OS: rows 6 > R and
+    cols 10 > C * I with I = 2), and accumulate in half of them (C read with its pitch).
+    Every other element of ACC must keep its value, the gaps between C's padded rows too."""
+    rng = np.random.default_rng([11, dataflow.value])
+    program = []
+    for (n, m), b_trans, pads in itertools.product(
+        ((1, 1), (2, 4)), (0, 1), itertools.product((0, 1), repeat=3)
+    ):
+        instr = isa.make(
+            Opcode.GEMM,
+            n=n,
+            m=m,
+            dataflow=dataflow,
+            accumulate=(b_trans + pads[0] + pads[1]) % 2,
+            b_trans=b_trans,
+            interleave=2,
+            rows=6,
+            cols=10,
+            depth=6 * m // n,
+            a_addr=int(rng.integers(0, isa.buffer_entries(Buffer.WGT, TINY))),
+            b_addr=int(rng.integers(0, isa.buffer_entries(Buffer.ACT, TINY))),
+            c_addr=int(rng.integers(0, isa.buffer_entries(Buffer.ACC, TINY))),
+            a_pad=pads[0],
+            b_pad=pads[1],
+            c_pad=pads[2],
+        )
+        # The shape makes every padded pitch one longer than the packed one.
+        packed = isa.gemm_pitches(
+            isa.make(Opcode.GEMM, **{**instr.fields, "a_pad": 0, "b_pad": 0, "c_pad": 0})
+        )
+        assert isa.gemm_pitches(instr) == tuple(
+            p + pad for p, pad in zip(packed, pads, strict=True)
+        )
+        program.append(stce.fit(TINY, instr))
+    stce.run(TINY, [(stce.memory(TINY, 11 + dataflow.value), program)])
 
 
 def test_ports_follow_params() -> None:

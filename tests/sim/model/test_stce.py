@@ -37,8 +37,17 @@ def gemm_cases(draw: st.DrawFn) -> dict[str, Any]:
         "a_addr": draw(st.integers(0, 100)),
         "b_addr": draw(st.integers(0, 100)),
         "c_addr": draw(st.integers(0, 100)),
+        "a_pad": draw(st.integers(0, 1)),
+        "b_pad": draw(st.integers(0, 1)),
+        "c_pad": draw(st.integers(0, 1)),
         "seed": draw(st.integers(0, 2**32 - 1)),
     }
+
+
+def _write_rows(machine: Machine, buffer: Buffer, addr: int, block: Any, pitch: int) -> None:
+    """Write a 2-D block's rows ``pitch`` elements apart (docs/isa.md, GEMM pitches)."""
+    for r, row in enumerate(np.asarray(block)):
+        machine.write_buffer(buffer, addr + r * pitch, np.ascontiguousarray(row))
 
 
 def _operands(case: dict[str, Any]) -> dict[str, Any]:
@@ -53,19 +62,31 @@ def _operands(case: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run(case: dict[str, Any], ops: dict[str, Any], mode: str) -> np.ndarray:
-    machine = Machine(TINY, mode)  # type: ignore[arg-type]
-    machine.write_buffer(Buffer.WGT, case["a_addr"], ops["values"])
-    machine.write_buffer(Buffer.IDX, case["a_addr"], ops["indices"])
-    b_stored = ops["b"].T if case["b_trans"] else ops["b"]
-    machine.write_buffer(Buffer.ACT, case["b_addr"], np.ascontiguousarray(b_stored))
-    machine.write_buffer(Buffer.ACC, case["c_addr"], ops["c"])
+    """Run the GEMM with its operands stored at their pitches; check that it writes C's rows
+    only (the pad elements between them and the rest of ACC keep their contents)."""
     fields = {k: v for k, v in case.items() if k != "seed"}
+    instr = isa.make(Opcode.GEMM, **fields)
+    lda, ldb, ldc = isa.gemm_pitches(instr)
+    machine = Machine(TINY, mode)  # type: ignore[arg-type]
+    _write_rows(machine, Buffer.WGT, case["a_addr"], ops["values"], lda)
+    _write_rows(machine, Buffer.IDX, case["a_addr"], ops["indices"], lda)
+    b_stored = ops["b"].T if case["b_trans"] else ops["b"]
+    _write_rows(machine, Buffer.ACT, case["b_addr"], b_stored, ldb)
+    acc_before = np.random.default_rng(case["seed"] + 1).integers(0, 2**32, 400, np.uint32)
+    machine.write_buffer(Buffer.ACC, 0, acc_before)
+    _write_rows(machine, Buffer.ACC, case["c_addr"], ops["c"], ldc)
+    acc_before = machine.read_buffer(Buffer.ACC, 0, 400).view(np.uint32).copy()
     machine.load_program([isa.encode(Opcode.GEMM, **fields), isa.encode(Opcode.HALT)])
     result = machine.run()
     assert result.status == "done", result.cause
-    count = case["rows"] * case["cols"]
-    out: np.ndarray = machine.read_buffer(Buffer.ACC, case["c_addr"], count)
-    return out.reshape(case["rows"], case["cols"])
+    rows, cols = case["rows"], case["cols"]
+    at = case["c_addr"] + ldc * np.arange(rows)[:, None] + np.arange(cols)
+    acc_after = machine.read_buffer(Buffer.ACC, 0, 400).view(np.uint32)
+    untouched = np.ones(400, dtype=bool)
+    untouched[at.reshape(-1)] = False
+    assert np.array_equal(acc_after[untouched], acc_before[untouched])
+    out: np.ndarray = machine.read_buffer(Buffer.ACC, 0, 400)[at]
+    return out
 
 
 @given(gemm_cases())
