@@ -17,6 +17,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from ._signature import ParameterizedSignature
 from .ctrl import Controller, ErrorCause, TraceSignature
 from .ctrl.controller import CYCLE_BITS
 from .isa import INSTR_BITS, Buffer, buffer_entries
@@ -36,7 +37,7 @@ __all__ = ["IMEM_ADDR_BITS", "Accelerator", "ProgramPortSignature"]
 IMEM_ADDR_BITS = 14
 
 
-class ProgramPortSignature(wiring.Signature):
+class ProgramPortSignature(ParameterizedSignature):
     """Signature of the instruction memory's write port, seen from the host that drives it.
 
     Parameters
@@ -56,17 +57,8 @@ class ProgramPortSignature(wiring.Signature):
     """
 
     def __init__(self, addr_bits: int) -> None:
-        self._addr_bits = addr_bits
-        super().__init__({"addr": Out(addr_bits), "data": Out(INSTR_BITS), "en": Out(1)})
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other._addr_bits == self._addr_bits
-
-    def __hash__(self) -> int:
-        return hash((type(self), self._addr_bits))
-
-    def __repr__(self) -> str:
-        return f"ProgramPortSignature(addr_bits={self._addr_bits})"
+        members = {"addr": Out(addr_bits), "data": Out(INSTR_BITS), "en": Out(1)}
+        super().__init__(members, addr_bits=addr_bits)
 
 
 class Accelerator(wiring.Component):

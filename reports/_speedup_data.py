@@ -22,6 +22,7 @@ from typing import Any
 
 from nmsat.compiler import CompileOptions
 from nmsat.models.nm import parse_nm
+from nmsat.sim.energy import gflops_per_watt
 from nmsat.sim.runner import PASS_NAMES
 
 from ._step_profile import LayerCost
@@ -214,7 +215,7 @@ class Run:
     def gflops_per_w(self, effective: bool = True) -> float:
         """Dense-equivalent (``effective``) or executed FLOPs (2 per MAC) per joule, in GFLOPS/W."""
         macs = self.record["macs_dense_equivalent" if effective else "macs_executed"]
-        return 2 * float(macs) / (self.energy_pj * 1e-12) / 1e9
+        return gflops_per_watt(macs, self.energy_pj)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -44,6 +44,7 @@ __all__ = [
     "energy_tables_dir",
     "estimate_energy",
     "event_prices_pj",
+    "gflops_per_watt",
     "load_energy_table",
 ]
 
@@ -357,6 +358,18 @@ def estimate_energy(
         parts[component] = parts.get(component, 0.0) + getattr(events, event) * prices[event]
     static_pj = table.static_power_w * (cycles / params.clock_hz) * _PJ_PER_J
     return EnergyBreakdown(table=table.name, static_pj=static_pj, **parts)
+
+
+def gflops_per_watt(macs: float, energy_pj: float) -> float:
+    """Return energy efficiency in GFLOPS/W: ``2 * macs`` FLOPs (a MAC is a multiply and an
+    add) per joule of ``energy_pj``, over 10^9.
+
+    With dense-equivalent MACs it is the *effective* efficiency, with executed MACs the
+    *executed* one (DESIGN.md section 7); 0 when ``energy_pj`` is 0.
+    """
+    if energy_pj <= 0:
+        return 0.0
+    return 2 * float(macs) / (energy_pj * 1e-12) / 1e9
 
 
 # -- loading ---------------------------------------------------------------------------------

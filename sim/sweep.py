@@ -63,7 +63,7 @@ from nmsat.hw.files import read_yaml_mapping, write_atomic
 from nmsat.hw.params import SATParams, format_nm, load_params
 from nmsat.models.nm import parse_nm
 from nmsat.models.zoo import Model, get_model, load_model_yaml
-from nmsat.sim.energy import load_energy_table
+from nmsat.sim.energy import gflops_per_watt, load_energy_table
 from nmsat.sim.resources import (
     DEFAULT_TABLE,
     RESOURCE_KINDS,
@@ -667,7 +667,7 @@ def _row(point: SweepPoint, doc: Mapping[str, Any], table: ResourceTable) -> dic
             cycles=int(rec["cycles"]),
             seconds=float(rec["seconds"]),
             energy_j=energy_j,
-            gflops_per_w=2 * float(rec["macs_dense_equivalent"]) / max(energy_j, 1e-30) / 1e9,
+            gflops_per_w=gflops_per_watt(rec["macs_dense_equivalent"], rec["energy_pj"]),
             utilization=float(rec["utilization"]),
             throughput_effective_tmacs=float(rec["throughput_effective_tmacs"]),
         )

@@ -14,6 +14,7 @@ from amaranth.hdl import Array, Cat, Module, Mux, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from .._signature import ParameterizedSignature
 from ..isa import INSTR, INSTR_BITS, Opcode, Queue
 from ..params import QUEUE_NAMES, SATParams
 from ._checker import CHECK_STAGES, Illegal, InstructionChecker
@@ -54,7 +55,7 @@ class ErrorCause(ShapedEnum, shape=3):
     PAST_END = 6  # the run fell off the end of the program (no HALT)
 
 
-class IssueSignature(wiring.Signature):
+class IssueSignature(ParameterizedSignature):
     """Signature of the issue port from the controller to one execution unit.
 
     Parameters
@@ -77,20 +78,11 @@ class IssueSignature(wiring.Signature):
     """
 
     def __init__(self, pc_bits: int) -> None:
-        self._pc_bits = pc_bits
-        super().__init__({"start": Out(1), "instr": Out(INSTR), "pc": Out(pc_bits), "done": In(1)})
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other._pc_bits == self._pc_bits
-
-    def __hash__(self) -> int:
-        return hash((type(self), self._pc_bits))
-
-    def __repr__(self) -> str:
-        return f"IssueSignature(pc_bits={self._pc_bits})"
+        members = {"start": Out(1), "instr": Out(INSTR), "pc": Out(pc_bits), "done": In(1)}
+        super().__init__(members, pc_bits=pc_bits)
 
 
-class TraceSignature(wiring.Signature):
+class TraceSignature(ParameterizedSignature):
     """Signature of the controller's trace port: the events of each cycle of a run.
 
     Parameters
@@ -113,24 +105,15 @@ class TraceSignature(wiring.Signature):
     """
 
     def __init__(self, pc_bits: int) -> None:
-        self._pc_bits = pc_bits
         super().__init__(
             {
                 "fetch": Out(1),
                 "fetch_pc": Out(pc_bits),
                 "start": Out(_QUEUES),
                 "complete": Out(_QUEUES),
-            }
+            },
+            pc_bits=pc_bits,
         )
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other._pc_bits == self._pc_bits
-
-    def __hash__(self) -> int:
-        return hash((type(self), self._pc_bits))
-
-    def __repr__(self) -> str:
-        return f"TraceSignature(pc_bits={self._pc_bits})"
 
 
 def _lowest(candidates: Sequence[tuple[Value, Value]]) -> tuple[Value, Value]:

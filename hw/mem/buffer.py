@@ -17,10 +17,12 @@ from amaranth.lib.wiring import In, Out
 
 from nmsat.hw.params import SATParams
 
+from .._signature import ParameterizedSignature
+
 __all__ = ["BankedBuffer", "WideReadPortSignature", "WideWritePortSignature"]
 
 
-class WideReadPortSignature(wiring.Signature):
+class WideReadPortSignature(ParameterizedSignature):
     """Signature of a wide read port: ``lanes`` consecutive elements per cycle.
 
     Parameters
@@ -43,28 +45,19 @@ class WideReadPortSignature(wiring.Signature):
     """
 
     def __init__(self, *, depth_entries: int, element_bits: int, lanes: int) -> None:
-        self._shape = (depth_entries, element_bits, lanes)
         super().__init__(
             {
                 "addr": In(range(depth_entries)),
                 "en": In(1),
                 "data": Out(data.ArrayLayout(element_bits, lanes)),
-            }
+            },
+            depth_entries=depth_entries,
+            element_bits=element_bits,
+            lanes=lanes,
         )
 
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other._shape == self._shape
 
-    def __hash__(self) -> int:
-        return hash((type(self), self._shape))
-
-    def __repr__(self) -> str:
-        depth, bits, lanes = self._shape
-        return (f"WideReadPortSignature(depth_entries={depth}, element_bits={bits}, "
-                f"lanes={lanes})")  # fmt: skip
-
-
-class WideWritePortSignature(wiring.Signature):
+class WideWritePortSignature(ParameterizedSignature):
     """Signature of a wide write port: up to ``lanes`` consecutive elements per cycle.
 
     Parameters
@@ -87,25 +80,16 @@ class WideWritePortSignature(wiring.Signature):
     """
 
     def __init__(self, *, depth_entries: int, element_bits: int, lanes: int) -> None:
-        self._shape = (depth_entries, element_bits, lanes)
         super().__init__(
             {
                 "addr": In(range(depth_entries)),
                 "en": In(lanes),
                 "data": In(data.ArrayLayout(element_bits, lanes)),
-            }
+            },
+            depth_entries=depth_entries,
+            element_bits=element_bits,
+            lanes=lanes,
         )
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other._shape == self._shape
-
-    def __hash__(self) -> int:
-        return hash((type(self), self._shape))
-
-    def __repr__(self) -> str:
-        depth, bits, lanes = self._shape
-        return (f"WideWritePortSignature(depth_entries={depth}, element_bits={bits}, "
-                f"lanes={lanes})")  # fmt: skip
 
 
 class BankedBuffer(wiring.Component):

@@ -17,6 +17,8 @@ from amaranth.lib.wiring import In, Out
 from nmsat.hw import isa
 from nmsat.hw.params import DRAM_ADDR_BITS, SATParams
 
+from .._signature import ParameterizedSignature
+
 __all__ = ["MAX_REQUEST_BYTES", "MemoryBusSignature"]
 
 #: The longest request the DMA makes: one run of a LOAD/STORE, ``cols * element_bytes`` with
@@ -24,7 +26,7 @@ __all__ = ["MAX_REQUEST_BYTES", "MemoryBusSignature"]
 MAX_REQUEST_BYTES = (2 ** isa.PAYLOADS[isa.Opcode.LOAD]["cols"].width - 1) * 4
 
 
-class MemoryBusSignature(wiring.Signature):
+class MemoryBusSignature(ParameterizedSignature):
     """Signature of the memory bus, seen from the initiator (the DMA engine).
 
     Three channels, with ``B = params.dram_bytes_per_cycle`` bytes per beat:
@@ -95,19 +97,11 @@ class MemoryBusSignature(wiring.Signature):
                     )
                 ),
                 "r": Out(wiring.Signature({"valid": In(1), "data": In(width)})),
-            }
+            },
+            bytes_per_beat=self._bytes_per_beat,
         )
 
     @property
     def bytes_per_beat(self) -> int:
         """Bytes moved per beat, ``params.dram_bytes_per_cycle``."""
         return self._bytes_per_beat
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other._bytes_per_beat == self._bytes_per_beat
-
-    def __hash__(self) -> int:
-        return hash((type(self), self._bytes_per_beat))
-
-    def __repr__(self) -> str:
-        return f"MemoryBusSignature(bytes_per_beat={self._bytes_per_beat})"

@@ -22,6 +22,7 @@ from nmsat.sim.energy import (
     energy_tables_dir,
     estimate_energy,
     event_prices_pj,
+    gflops_per_watt,
     load_energy_table,
 )
 from nmsat.sim.events import EVENT_FIELDS, Events
@@ -303,3 +304,10 @@ def test_numbers_as_yaml_strings(tmp_path: Path) -> None:
     text = yaml.safe_dump(_table_data()).replace("sore_compare_pj: 0.4", "sore_compare_pj: 1e-1")
     path.write_text(text, encoding="utf-8")
     assert math.isclose(load_energy_table(path).sore_compare_pj, 0.1)
+
+
+def test_gflops_per_watt_counts_two_flops_per_mac() -> None:
+    # 10^9 MACs = 2 * 10^9 FLOPs in 0.5 J (5 * 10^11 pJ): 4 GFLOPS/W.
+    assert gflops_per_watt(10**9, 5e11) == pytest.approx(4.0, rel=1e-12)
+    assert gflops_per_watt(3 * 10**9, 5e11) == pytest.approx(12.0, rel=1e-12)
+    assert gflops_per_watt(10**9, 0.0) == 0.0
