@@ -1,6 +1,6 @@
 """Shared testbench pieces of the unit tests that serve buffer ports (tests/hw/sore,
-tests/hw/wuve): a model of the banked buffers behind a unit's ports, and the payload bits of
-an instruction.
+tests/hw/wuve): a model of the banked buffers behind a unit's ports, the payload bits of an
+instruction, and the loop that runs a program on a unit against the model.
 
 pytest imports test modules by path (``--import-mode=importlib``), so a test module cannot
 import a helper module beside it; the pieces reach the tests through the ``unit_bench``
@@ -12,8 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import numpy as np
 import pytest
 from amaranth.hdl import Shape
+from amaranth.sim import Simulator
 
 from nmsat.hw import isa
 from nmsat.hw.isa import Buffer
@@ -88,14 +90,105 @@ def payload(instr: isa.Instruction) -> int:
     return (instr.encode() >> isa.HEADER.size) & ((1 << layout.size) - 1)
 
 
+class Outcome(NamedTuple):
+    """What the unit did for one instruction: its start and done cycles, and the first and
+    last cycle in which it wrote a buffer (None if it wrote none)."""
+
+    start: int
+    done: int
+    first_write: int | None
+    last_write: int | None
+
+
+def run_unit_program(
+    dut: Any,
+    bus: BufferServer,
+    count: int,
+    gaps: list[int],
+    make: Callable[[int], isa.Instruction],
+    issue: Callable[[Any, isa.Instruction], None],
+    idle: Callable[[Any, int], None],
+    model: Callable[[isa.Instruction], None],
+    mem_ref: Memory,
+) -> tuple[list[isa.Instruction], list[Outcome]]:
+    """Run ``count`` instructions on a unit (the unit contract: ``start``, ``busy``,
+    ``done``) in pysim, and on the model; compare all buffers after each.
+
+    ``make(i)`` builds instruction ``i`` right before it starts (it may set up operands in
+    both memories); ``gaps[i]`` idle cycles come before it (0: it starts in the cycle of the
+    previous ``done``). ``issue(ctx, instr)`` drives the payload in the start cycle,
+    ``idle(ctx, cycle)`` drives garbage while idle (the unit must ignore it),
+    ``model(instr)`` runs the instruction on ``mem_ref`` in exact mode when the RTL is
+    done. ``busy`` is checked every cycle; a buffer that differs fails the test after the
+    run (naming the instruction and the first element) and is reset to the model's.
+    """
+    instrs: list[isa.Instruction] = []
+    outcomes: list[Outcome] = []
+    failures: list[str] = []
+
+    def compare(index: int) -> None:
+        for buffer in Buffer:
+            got, want = bus.mem.buffers[buffer], mem_ref.buffers[buffer]
+            bad = np.flatnonzero(got != want)
+            if bad.size:
+                e = int(bad[0])
+                failures.append(
+                    f"instr {index} {instrs[index]}: {buffer.name}[{e}] = {int(got[e]):#x}, "
+                    f"model {int(want[e]):#x} ({bad.size} elements differ)"
+                )
+                bus.mem.buffers[buffer][:] = want  # go on from the model's state
+
+    async def bench(ctx: Any) -> None:
+        cycle = index = started = 0
+        wait = gaps[0]
+        running: isa.Instruction | None = None
+        while index < count or running is not None:
+            bus.present(ctx)
+            done = ctx.get(dut.done)
+            if running is not None and done:
+                seen = [c for c in bus.write_cycles if c >= started]
+                outcomes.append(Outcome(started, cycle, min(seen, default=None),
+                                        max(seen, default=None)))  # fmt: skip
+                bus.write_cycles.clear()
+                model(running)
+                compare(index - 1)
+                running = None
+                if index < count:
+                    wait = gaps[index]
+            start = running is None and index < count and wait == 0
+            ctx.set(dut.start, start)
+            if start:
+                instr = make(index)
+                instrs.append(instr)
+                issue(ctx, instr)
+                running, started = instr, cycle
+                index += 1
+            elif running is None:
+                wait -= 1
+                idle(ctx, cycle)
+            assert ctx.get(dut.busy) == (running is not None and not start and not done)
+            bus.clock(ctx, cycle)
+            await ctx.tick()
+            cycle += 1
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert not failures, "\n".join(failures[:5])
+    return instrs, outcomes
+
+
 class UnitBench(NamedTuple):
     """The pieces above, for the test modules (conftest is not importable)."""
 
     Buffers: type[BufferServer]
     payload: Callable[[isa.Instruction], int]
+    run: Callable[..., tuple[list[isa.Instruction], list[Outcome]]]
 
 
 @pytest.fixture(scope="session")
 def unit_bench() -> UnitBench:
-    """A buffer model for a unit's ports, and the payload bits of an instruction."""
-    return UnitBench(BufferServer, payload)
+    """A buffer model for a unit's ports, the payload bits of an instruction, and the loop
+    that runs a program of instructions on a unit against the model."""
+    return UnitBench(BufferServer, payload, run_unit_program)

@@ -5,14 +5,12 @@ cycle: random FF and BP PRUNE instructions on tiny.yaml, back to back in one sim
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pytest
 from amaranth.back import verilog
 from amaranth.hdl import Fragment
-from amaranth.sim import Simulator
 from hypothesis import given
 from hypothesis import strategies as st
 from numpy.typing import NDArray
@@ -46,15 +44,6 @@ def _words(rng: np.random.Generator, count: int) -> NDArray[np.uint32]:
     return (words & np.uint32(0x7FFF_FFFF)) | signs
 
 
-@dataclass
-class _Outcome:
-    """What the RTL did for one instruction."""
-
-    start: int
-    done: int
-    last_write: int | None
-
-
 def _run(
     bench_tools: Any,
     params: SATParams,
@@ -63,7 +52,7 @@ def _run(
     mem_rtl: Memory,
     mem_ref: Memory,
     gaps: list[int],
-) -> list[tuple[isa.Instruction, _Outcome]]:
+) -> list[tuple[isa.Instruction, Any]]:
     """Run ``count`` PRUNEs on the unit and on the model; compare buffers after each.
 
     ``bench_tools`` is the ``unit_bench`` fixture (tests/hw/conftest.py). ``make(i)`` builds
@@ -73,62 +62,17 @@ def _run(
     dut = PruneUnit(params)
     writes = [(dut.wgt_write, Buffer.WGT), (dut.idx_write, Buffer.IDX)]
     bus = bench_tools.Buffers(mem_rtl, [(dut.vec_read, Buffer.VEC)], writes)
-    instrs: list[isa.Instruction] = []
-    outcomes: list[_Outcome] = []
-    failures: list[str] = []
 
-    def compare(index: int) -> None:
-        for buffer in Buffer:
-            got, want = mem_rtl.buffers[buffer], mem_ref.buffers[buffer]
-            bad = np.flatnonzero(got != want)
-            if bad.size:
-                e = int(bad[0])
-                failures.append(
-                    f"instr {index} {instrs[index]}: {buffer.name}[{e}] = {int(got[e]):#x}, "
-                    f"model {int(want[e]):#x} ({bad.size} elements differ)"
-                )
-                mem_rtl.buffers[buffer][:] = want  # go on from the model's state
+    def issue(ctx: Any, instr: isa.Instruction) -> None:
+        ctx.set(dut.prune.as_value(), bench_tools.payload(instr))
 
-    async def bench(ctx: Any) -> None:
-        cycle = 0
-        index = 0
-        wait = gaps[0]
-        running: isa.Instruction | None = None
-        started = 0
-        while index < count or running is not None:
-            bus.present(ctx)
-            done = ctx.get(dut.done)
-            if running is not None and done:
-                seen = [c for c in bus.write_cycles if c >= started]
-                outcomes.append(_Outcome(started, cycle, max(seen, default=None)))
-                bus.write_cycles.clear()
-                prune(running, params, mem_ref, "exact")
-                compare(index - 1)
-                running = None
-                if index < count:
-                    wait = gaps[index]
-            start = running is None and index < count and wait == 0
-            ctx.set(dut.start, start)
-            if start:
-                instr = make(index)
-                instrs.append(instr)
-                ctx.set(dut.prune.as_value(), bench_tools.payload(instr))
-                running, started = instr, cycle
-                index += 1
-            elif running is None:
-                wait -= 1
-                # Garbage on the payload while idle: the unit must ignore it.
-                ctx.set(dut.prune.as_value(), cycle * 0x9E3779B97F4A7C15 % (1 << 91))
-            assert ctx.get(dut.busy) == (running is not None and not start and not done)
-            bus.clock(ctx, cycle)
-            await ctx.tick()
-            cycle += 1
+    def idle(ctx: Any, cycle: int) -> None:
+        ctx.set(dut.prune.as_value(), cycle * 0x9E3779B97F4A7C15 % (1 << 91))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
-    assert not failures, "\n".join(failures[:5])
+    def model(instr: isa.Instruction) -> None:
+        prune(instr, params, mem_ref, "exact")
+
+    instrs, outcomes = bench_tools.run(dut, bus, count, gaps, make, issue, idle, model, mem_ref)
     for instr, outcome in zip(instrs, outcomes, strict=True):
         f = instr.fields
         expected = dut.cycles(f["direction"], f["rows"], f["cols"], f["m"])

@@ -5,14 +5,12 @@ cycle: random VEC and UPDATE instructions on tiny.yaml, back to back in one simu
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pytest
 from amaranth.back import verilog
 from amaranth.hdl import Fragment
-from amaranth.sim import Simulator
 from numpy.typing import NDArray
 
 from nmsat.hw import isa
@@ -81,16 +79,6 @@ def _ports(dut: WUVE) -> tuple[list[tuple[Any, Buffer]], list[tuple[Any, Buffer]
     return reads, writes
 
 
-@dataclass
-class _Outcome:
-    """What the RTL did for one instruction."""
-
-    start: int
-    done: int
-    first_write: int | None
-    last_write: int | None
-
-
 def _run(
     bench_tools: Any,
     params: SATParams,
@@ -107,74 +95,25 @@ def _run(
     ``gaps[i]`` idle cycles come before it (0: it starts in the cycle of the previous
     ``done``).
     """
-    instrs: list[isa.Instruction] = []
     dut = WUVE(params)
     reads, writes = _ports(dut)
     bus = bench_tools.Buffers(mem_rtl, reads, writes)
-    outcomes: list[_Outcome] = []
-    failures: list[str] = []
+
+    def issue(ctx: Any, instr: isa.Instruction) -> None:
+        ctx.set(dut.opcode, instr.opcode)
+        target = dut.update if instr.opcode is Opcode.UPDATE else dut.vec
+        ctx.set(target.as_value(), bench_tools.payload(instr))
+
+    def idle(ctx: Any, cycle: int) -> None:
+        noise = cycle * 0x9E3779B97F4A7C15
+        ctx.set(dut.vec.as_value(), noise % (1 << 140))
+        ctx.set(dut.update.as_value(), noise % (1 << 154))
+        ctx.set(dut.opcode, Opcode.UPDATE if cycle % 2 else Opcode.VEC)
 
     def model(instr: isa.Instruction) -> None:
         (update if instr.opcode is Opcode.UPDATE else vec)(instr, params, mem_ref, "exact")
 
-    def compare(index: int) -> None:
-        for buffer in Buffer:
-            got, want = mem_rtl.buffers[buffer], mem_ref.buffers[buffer]
-            bad = np.flatnonzero(got != want)
-            if bad.size:
-                e = int(bad[0])
-                failures.append(
-                    f"instr {index} {instrs[index]}: {buffer.name}[{e}] = {int(got[e]):#x}, "
-                    f"model {int(want[e]):#x} ({bad.size} elements differ)"
-                )
-                mem_rtl.buffers[buffer][:] = want  # go on from the model's state
-
-    async def bench(ctx: Any) -> None:
-        cycle = 0
-        index = 0
-        wait = gaps[0]
-        running: isa.Instruction | None = None
-        started = 0
-        while index < count or running is not None:
-            bus.present(ctx)
-            done = ctx.get(dut.done)
-            if running is not None and done:
-                writes_seen = [c for c in bus.write_cycles if c >= started]
-                first, last = min(writes_seen, default=None), max(writes_seen, default=None)
-                outcomes.append(_Outcome(started, cycle, first, last))
-                bus.write_cycles.clear()
-                model(running)
-                compare(index - 1)
-                running = None
-                if index < count:
-                    wait = gaps[index]
-            start = running is None and index < count and wait == 0
-            ctx.set(dut.start, start)
-            if start:
-                instr = make(index)
-                instrs.append(instr)
-                ctx.set(dut.opcode, instr.opcode)
-                target = dut.update if instr.opcode is Opcode.UPDATE else dut.vec
-                ctx.set(target.as_value(), bench_tools.payload(instr))
-                running, started = instr, cycle
-                index += 1
-            elif running is None:
-                wait -= 1
-                # Garbage on the payload inputs while idle: the unit must ignore it.
-                noise = cycle * 0x9E3779B97F4A7C15
-                ctx.set(dut.vec.as_value(), noise % (1 << 140))
-                ctx.set(dut.update.as_value(), noise % (1 << 154))
-                ctx.set(dut.opcode, Opcode.UPDATE if cycle % 2 else Opcode.VEC)
-            assert ctx.get(dut.busy) == (running is not None and not start and not done)
-            bus.clock(ctx, cycle)
-            await ctx.tick()
-            cycle += 1
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
-    assert not failures, "\n".join(failures[:5])
+    instrs, outcomes = bench_tools.run(dut, bus, count, gaps, make, issue, idle, model, mem_ref)
     for instr, outcome in zip(instrs, outcomes, strict=True):
         cycles = isa.cycles(instr, params)
         assert outcome.done - outcome.start == cycles, (instr, outcome, cycles)
