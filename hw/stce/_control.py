@@ -15,8 +15,17 @@ each edge turns its record into its own buffer reads with a few adders. The timi
 record follows the fold structure that ``gemm_ws_cycles`` and ``gemm_os_cycles`` describe;
 see :class:`nmsat.hw.stce.STCE` for the schedule.
 
+The activation reads are the exception: they do not travel. Each master also emits the
+corner's activation read (:func:`ws_act_layout`, :func:`os_act_layout`), and *every* edge
+reads its group in that same cycle, at the address its record would have had:
+:func:`row_read` and :func:`col_read` step the corner's read ``r`` rows or ``c`` columns on
+in closed form (no chain of adders). So in one cycle all rows read the groups of one vector
+of B (WS), or all columns those of one reduction step (OS), which a banked ACT buffer can
+serve; the STCE delays the data ``r * adder_latency`` (WS) or ``c`` (OS) cycles to the
+cycle in which the edge's record arrives.
+
 Every cycle number below is a *read cycle*: a record emitted in cycle t reads in t, and the
-array uses the data in t + 1.
+array uses the data in t + 1 (an edge's activations: in t + 1 plus its delay).
 
 Operands (docs/isa.md, section GEMM): A ``[rows, Kc]`` in WGT (its indices at the same IDX
 addresses), B ``[depth, cols]`` (``[cols, depth]`` with ``b_trans``) in ACT and C
@@ -44,12 +53,16 @@ __all__ = [
     "Decoded",
     "acc_layout",
     "col_layout",
+    "col_read",
+    "os_act_layout",
     "os_master",
     "row_layout",
+    "row_read",
     "step_acc",
     "step_col",
     "step_row",
     "weight_buses",
+    "ws_act_layout",
     "ws_master",
 ]
 
@@ -84,12 +97,11 @@ def row_layout(params: SATParams) -> data.StructLayout:
 
     ``op``: an operation enters the row (WS: a vector of B; OS: one MAC or, in the drain, one
     accumulator swap); ``mac``, ``first`` (WS: the fold's first vector switches weights; OS:
-    a step's first operation loads A), ``acc_sel``, ``swap``, ``zero`` (OS). WS only:
-    ``act_addr`` (lane 0 of the row's activation group), ``phase`` (position of the row's q
-    in its N:M group), ``q`` (the row's compressed position). ``loads[b]``: WS: weight bus
-    ``b`` loads column ``col`` (``valid``), the weight of position ``q`` and output row ``i``
-    at ``addr``; OS: ``loads[0].addr`` and ``loads[0].i`` are the row's A address and output
-    row.
+    a step's first operation loads A), ``acc_sel``, ``swap``, ``zero`` (OS). WS only: ``q``
+    (the row's compressed position; its activations were read earlier, see
+    :func:`ws_act_layout`). ``loads[b]``: WS: weight bus ``b`` loads column ``col``
+    (``valid``), the weight of position ``q`` and output row ``i`` at ``addr``; OS:
+    ``loads[0].addr`` and ``loads[0].i`` are the row's A address and output row.
     """
     load = data.StructLayout(
         {
@@ -108,27 +120,37 @@ def row_layout(params: SATParams) -> data.StructLayout:
             "acc_sel": _bits(params.interleave),
             "swap": 1,
             "zero": 1,
-            "act_addr": ADDR_BITS,
-            "phase": 5,
             "q": COUNT_BITS,
             "loads": data.ArrayLayout(load, weight_buses(params)),
         }
     )
 
 
-def col_layout() -> data.StructLayout:
-    """Record of one array column in the output-stationary dataflow (its top edge).
+def ws_act_layout() -> data.StructLayout:
+    """Row 0's activation read in the weight-stationary dataflow (all rows read with it).
 
-    ``op``/``act_addr``/``j``: the column's activation group and output column of one MAC.
+    ``op``: a vector of B is read; ``addr``: lane 0 of row 0's group; ``phase``: position of
+    row 0's q in its N:M group; ``q``: row 0's compressed position.
+    """
+    return data.StructLayout({"op": 1, "addr": ADDR_BITS, "phase": 5, "q": COUNT_BITS})
+
+
+def os_act_layout() -> data.StructLayout:
+    """Column 0's activation read in the output-stationary dataflow (all columns read with
+    it): ``op`` a MAC's group is read, ``addr`` its lane 0, ``j`` column 0's output column.
+    """
+    return data.StructLayout({"op": 1, "addr": ADDR_BITS, "j": COUNT_BITS})
+
+
+def col_layout() -> data.StructLayout:
+    """Record of one array column's shadow chain in the output-stationary dataflow.
+
     ``ch``: the shadow chain shifts one cycle later; ``rd``/``rd_*``: the value shifted in is
     read (a later fold's initial sum); ``wr``/``wr_*``: the value shifted out is written (an
     earlier fold's result); ``last``: the last write of the instruction.
     """
     return data.StructLayout(
         {
-            "op": 1,
-            "act_addr": ADDR_BITS,
-            "j": COUNT_BITS,
             "ch": 1,
             "rd": 1,
             "rd_addr": ADDR_BITS,
@@ -178,10 +200,12 @@ class Decoded:
     group), ``idx_mask`` (m - 1).
     WS: ``ws_step`` and ``ws_tau0`` (first vector's offset in a fold), ``ws_fk_adv`` and
     ``ws_grem`` (B advance per reduction fold), ``ws_c_lda`` and ``ws_c_ldc`` (C rows of A
-    and of C: the advance per output block).
+    and of C: the advance per output block), ``ws_row_off[r]`` and ``ws_row_phase[r]``
+    (``r = a * n + b`` compressed positions: ``a`` groups of B, as an address step, and
+    ``b``; :func:`row_read`).
     OS: ``os_ilv`` (I), ``os_period`` (max(I, L)), ``os_ri`` (R * I), ``os_fold``,
     ``os_ci`` (C * I), ``os_fj_bstep``, ``os_a_bstep``, ``os_r_lda`` and ``os_r_ldc`` (R rows
-    of A and of C), ``os_rm1_ldc`` (R - 1 rows of C).
+    of A and of C), ``os_rm1_ldc`` (R - 1 rows of C), ``os_col_off[c]`` (c columns of B).
     """
 
     def __init__(self, m: Module, cfg: Any, params: SATParams) -> None:
@@ -227,6 +251,15 @@ class Decoded:
         self.ws_fk_adv = _sig(m, ADDR_BITS, "dec_ws_fk_adv", (groups << log2m_eff) * self.kstride)
         self.ws_c_lda = _sig(m, ADDR_BITS, "dec_ws_c_lda", self.lda << log2C)
         self.ws_c_ldc = _sig(m, ADDR_BITS, "dec_ws_c_ldc", self.ldc << log2C)
+        # Row r is r = a * n + b compressed positions past row 0: a whole groups, and b
+        # positions within a group (row_read adds the group these may carry into).
+        self.ws_row_off: list[Signal] = []
+        self.ws_row_phase: list[Signal] = []
+        for r in range(R):
+            whole = Array(Const(r // n if n else 0, _bits(R)) for n in range(32))[self.n_eff]
+            part = Array(Const(r % n if n else 0, 5) for n in range(32))[self.n_eff]
+            self.ws_row_off.append(_sig(m, ADDR_BITS, f"dec_ws_row_off{r}", whole * self.grp_step))
+            self.ws_row_phase.append(_sig(m, 5, f"dec_ws_row_phase{r}", part))
 
         # -- output-stationary: gemm_os_cycles' I and fold length ---------------------------
         col_groups = _sig(m, COUNT_BITS, "dec_os_ccols", (cfg.cols + (C - 1)) >> log2C)
@@ -242,6 +275,9 @@ class Decoded:
         self.os_r_lda = _sig(m, ADDR_BITS, "dec_os_r_lda", self.lda << log2R)
         self.os_r_ldc = _sig(m, ADDR_BITS, "dec_os_r_ldc", self.ldc << log2R)
         self.os_rm1_ldc = _sig(m, ADDR_BITS, "dec_os_rm1_ldc", (self.ldc << log2R) - self.ldc)
+        self.os_col_off = [
+            _sig(m, ADDR_BITS, f"dec_os_col_off{c}", self.jstride * c) for c in range(C)
+        ]
 
 
 # -- the chains: how a record changes from one row or column to the next -------------------
@@ -250,18 +286,13 @@ class Decoded:
 def step_row(m: Module, rec: Any, d: Decoded, name: str) -> Any:
     """Return the record of the next row (combinational).
 
-    WS: the next compressed position (its group advances every ``n``), the same column's
-    weight one position further. OS: the next output row of A (``lda`` further).
+    WS: the next compressed position, the same column's weight one position further (the
+    row's activations: :func:`row_read`). OS: the next output row of A (``lda`` further).
     """
     out = Signal.like(rec, name=name)
-    wrap = rec.phase + 1 == d.n_eff
     m.d.comb += out.eq(rec)
     with m.If(d.ws):
-        m.d.comb += [
-            out.q.eq(rec.q + 1),
-            out.phase.eq(Mux(wrap, 0, rec.phase + 1)),
-            out.act_addr.eq(rec.act_addr + Mux(wrap, d.grp_step, 0)),
-        ]
+        m.d.comb += out.q.eq(rec.q + 1)
         for b in range(len(rec.loads)):
             m.d.comb += [
                 out.loads[b].q.eq(rec.loads[b].q + 1),
@@ -276,18 +307,42 @@ def step_row(m: Module, rec: Any, d: Decoded, name: str) -> Any:
 
 
 def step_col(m: Module, rec: Any, d: Decoded, name: str) -> Any:
-    """Return the output-stationary record of the next column: the next output column."""
+    """Return the output-stationary record of the next column: the next output column (the
+    column's activations: :func:`col_read`)."""
     out = Signal.like(rec, name=name)
     m.d.comb += [
         out.eq(rec),
-        out.act_addr.eq(rec.act_addr + d.jstride),
-        out.j.eq(rec.j + 1),
         out.rd_addr.eq(rec.rd_addr + 1),
         out.rd_j.eq(rec.rd_j + 1),
         out.wr_addr.eq(rec.wr_addr + 1),
         out.wr_j.eq(rec.wr_j + 1),
     ]
     return out
+
+
+def row_read(m: Module, act: Any, d: Decoded, r: int, name: str) -> tuple[Value, Value]:
+    """Return row ``r``'s weight-stationary activation read in row 0's read cycle: whether
+    it reads (all lanes below ``m``) and its lane 0's address (combinational).
+
+    This is row 0's read ``act`` stepped ``r`` compressed positions on, in closed form: with
+    ``r = a * n + b``, the group is ``a`` groups further (``ws_row_off[r]``), and one more
+    when row 0's phase plus ``b`` (``ws_row_phase[r]``) reaches ``n``. It reads when row 0
+    reads a vector and the row's ``q + r`` is below Kc.
+    """
+    carry = act.phase + d.ws_row_phase[r] >= d.n_eff
+    step = Mux(carry, d.grp_step, 0)
+    en = _sig(m, 1, f"{name}_en", d.ws & act.op & (act.q + r < d.kc))
+    addr = _sig(m, ADDR_BITS, f"{name}_addr", act.addr + d.ws_row_off[r] + step)
+    return en, addr
+
+
+def col_read(m: Module, act: Any, d: Decoded, c: int, name: str) -> tuple[Value, Value]:
+    """Return column ``c``'s output-stationary activation read in column 0's read cycle:
+    whether it reads (all lanes below ``m``) and its lane 0's address (combinational): ``c``
+    columns of B further, if output column ``j + c`` exists."""
+    en = _sig(m, 1, f"{name}_en", ~d.ws & act.op & (act.j + c < d.cfg.cols))
+    addr = _sig(m, ADDR_BITS, f"{name}_addr", act.addr + d.os_col_off[c])
+    return en, addr
 
 
 def step_acc(m: Module, rec: Any, d: Decoded, name: str) -> Any:
@@ -315,8 +370,9 @@ def _state(m: Module, start: Value, layout: data.StructLayout, name: str) -> tup
     return init, reg, cur
 
 
-def ws_master(m: Module, start: Value, d: Decoded, params: SATParams) -> tuple[Any, Any]:
-    """Build the weight-stationary sequencer; return its (row 0, partial-sum) records.
+def ws_master(m: Module, start: Value, d: Decoded, params: SATParams) -> tuple[Any, Any, Any]:
+    """Build the weight-stationary sequencer; return its (row 0, partial-sum, activation
+    read) records.
 
     Folds (``fk`` outer, ``fi`` inner: ``Fi`` output blocks round robin) are windows of
     ``ws_step`` cycles, the first starting ``R - 1`` cycles after ``start``. A window's
@@ -377,12 +433,15 @@ def ws_master(m: Module, start: Value, d: Decoded, params: SATParams) -> tuple[A
 
     row = Signal(row_layout(params), name="ws_row0")
     psum = Signal(acc_layout(), name="ws_acc0")
+    read = Signal(ws_act_layout(), name="ws_read0")
     m.d.comb += [
+        read.op.eq(vec),
+        read.addr.eq(act),
+        read.phase.eq(cur.phase0),
+        read.q.eq(cur.q0),
         row.op.eq(vec),
         row.mac.eq(vec),
         row.first.eq(first),
-        row.act_addr.eq(act),
-        row.phase.eq(cur.phase0),
         row.q.eq(cur.q0),
         psum.valid.eq(vec),
         psum.rd.eq((cur.q0 != 0) | cfg.accumulate),
@@ -439,11 +498,12 @@ def ws_master(m: Module, start: Value, d: Decoded, params: SATParams) -> tuple[A
                 reg.w_base.eq(cur.w_base + d.ws_c_lda),
                 reg.acc_row.eq(cur.acc_row + d.ws_c_ldc),
             ]
-    return row, psum
+    return row, psum, read
 
 
-def os_master(m: Module, start: Value, d: Decoded, params: SATParams) -> tuple[Any, Any]:
-    """Build the output-stationary sequencer; return its (row 0, column 0) records.
+def os_master(m: Module, start: Value, d: Decoded, params: SATParams) -> tuple[Any, Any, Any]:
+    """Build the output-stationary sequencer; return its (row 0, column 0 shadow chain,
+    activation read) records.
 
     Folds (``fi`` outer, ``fj`` inner) are windows of ``os_fold`` cycles; fold 0 starts in
     the cycle of ``start`` (``start + R * I`` with ``accumulate``). In a window, step q's
@@ -510,6 +570,7 @@ def os_master(m: Module, start: Value, d: Decoded, params: SATParams) -> tuple[A
 
     row = Signal(row_layout(params), name="os_row0")
     col = Signal(col_layout(), name="os_col0")
+    read = Signal(os_act_layout(), name="os_read0")
     m.d.comb += [
         row.op.eq(op),
         row.mac.eq(~cur.drain),
@@ -519,9 +580,9 @@ def os_master(m: Module, start: Value, d: Decoded, params: SATParams) -> tuple[A
         row.zero.eq((cur.q == 0) & ~cfg.accumulate & ~cur.drain),
         row.loads[0].addr.eq(cur.a_base + cur.q),
         row.loads[0].i.eq(cur.i0),
-        col.op.eq(op & ~cur.drain),
-        col.act_addr.eq(cur.b_base + cur.goff + cur.aoff),
-        col.j.eq(cur.j0 + (cur.a_cyc << log2C)),
+        read.op.eq(op & ~cur.drain),
+        read.addr.eq(cur.b_base + cur.goff + cur.aoff),
+        read.j.eq(cur.j0 + (cur.a_cyc << log2C)),
     ]
 
     # -- the shadow-chain sequencer ----------------------------------------------------------
@@ -634,4 +695,4 @@ def os_master(m: Module, start: Value, d: Decoded, params: SATParams) -> tuple[A
                     reg.a_base.eq(Mux(wrap, cur.a_base + d.os_r_lda, cur.a_base)),
                     reg.b_base.eq(Mux(wrap, cfg.b_addr, cur.b_base + d.os_fj_bstep)),
                 ]
-    return row, col
+    return row, col, read

@@ -28,8 +28,10 @@ from ._control import (
     ADDR_BITS,
     Decoded,
     acc_layout,
+    col_read,
     os_master,
     row_layout,
+    row_read,
     step_acc,
     step_col,
     step_row,
@@ -86,10 +88,9 @@ def _edge_layout(params: SATParams) -> data.StructLayout:
 
 
 class _Edge(NamedTuple):
-    """A row's left edge: its activation reads (WS), registered controls, the operation
-    entering column 0, and its weight buses' values and indices (WS)."""
+    """A row's left edge: its registered controls, the operation entering column 0, and its
+    weight buses' values and indices (WS)."""
 
-    acts: list[tuple[Value, Value]]
     regs: Any
     op: Any
     bus_values: list[Value]
@@ -136,7 +137,8 @@ class STCE(wiring.Component):
     ``min(interleave, Fi)`` the formula assumes), each a window of ``step`` cycles
     (``gemm_ws_cycles``) whose ``cols`` vectors come at its end; the first window starts
     ``R`` cycles after ``start``. Row ``r`` sees everything ``r * L`` cycles after row 0
-    (the adder skew), column ``c`` one cycle later than column ``c - 1``. A fold's weights
+    (the adder skew; its activations are read with row 0's and delayed, see "Buffer
+    ports"), column ``c`` one cycle later than column ``c - 1``. A fold's weights
     load column by column through a per-row weight bus, each in the cycle of the fold's
     first vector at that PE (the PE's bypass), so no fold waits for weights; a fold may
     last only R cycles, so with ``C > R`` folds take turns on ``B = ceil(C / R)`` buses
@@ -153,13 +155,23 @@ class STCE(wiring.Component):
     each column's chain of shadow registers while the next fold computes; the drain after
     the last fold swaps the accumulators out and shifts them down.
 
-    **Buffer ports.** Every array edge reads its own operands in the cycle before it needs
-    them, so each port is one element wide and reads at most once per cycle:
+    **Buffer ports.** Every array edge reads its own operands through ports one element wide
+    that read at most once per cycle. A, the partial sums and the shadow chains are read in
+    the cycle before the edge needs them. The activations are read by all edges in the same
+    cycle, the corner's, and wait in a shift register per edge (``m_max * 16`` bits wide,
+    no reset) until the edge needs them:
 
     - ``act_read``: ``max(R, C) * m_max`` ports, ``m_max`` per edge: row ``r``'s activation
-      group (WS) or column ``c``'s (OS). N:M needs all ``m`` activations of a group for one
-      compressed weight, hence ``m / n`` times the dense bandwidth, and B's layout makes the
-      group and the edges strided in one of the two ``b_trans`` layouts.
+      group (WS) or column ``c``'s (OS). WS: in one cycle all rows read the groups of one
+      vector of B, and row ``r``'s data is delayed ``r * L`` cycles. OS: in one cycle all
+      columns read the groups of one reduction step for C consecutive output columns, and
+      column ``c``'s data is delayed ``c`` cycles. So one cycle's distinct addresses fall
+      in distinct banks of an ACT buffer of ``R * m_max`` banks (WS, when B is transposed,
+      ``b_trans``, or at an odd pitch, ``b_pad``: at most ``R * m_max`` consecutive k of one
+      vector, 1 or an odd pitch apart) or of ``C`` banks (OS, dense, B row-major or
+      transposed at an odd pitch: C consecutive j of one k). N:M needs all ``m``
+      activations of a group for one compressed weight, hence ``m / n`` times the dense
+      bandwidth; rows that share a group read the same addresses.
     - ``wgt_read`` and ``idx_read``: ``R * B`` ports, one per row and weight bus (A is
       read per row; ``B = ceil(C / R)``, 1 for square arrays; OS uses bus 0).
     - ``acc_read`` and ``acc_write``: ``C`` ports each, one per column (partial sums in and
@@ -252,15 +264,15 @@ class STCE(wiring.Component):
         ws_module, os_module = Module(), Module()
         m.submodules.ws_master = ws_module
         m.submodules.os_master = os_module
-        ws_row0, ws_acc0 = ws_master(ws_module, self.start, d, params)
-        os_row0, os_col0 = os_master(os_module, self.start, d, params)
+        ws_row0, ws_acc0, ws_read0 = ws_master(ws_module, self.start, d, params)
+        os_row0, os_col0, os_read0 = os_master(os_module, self.start, d, params)
         row0 = Signal(row_layout(params), name="row0")
         top.d.comb += row0.eq(Mux(d.ws, ws_row0, os_row0))
 
         edges = self._build_rows(m, d, row0)
-        os_cols, shifts, os_reads = self._build_os_columns(m, d, os_col0)
+        shifts, os_reads = self._build_os_columns(m, d, os_col0)
         psums, sums = self._build_ws_columns(m, d, ws_acc0)
-        groups = self._build_act_ports(m, d, edges, os_cols)
+        groups = self._build_act_ports(m, d, ws_read0, os_read0)
         pes = self._build_cells(m, d, edges, groups, shifts, psums)
 
         # -- accumulator ports -----------------------------------------------------------------
@@ -293,7 +305,7 @@ class STCE(wiring.Component):
     def _build_rows(self, m: Module, d: Decoded, row0: Any) -> list[_Edge]:
         """Build the row chain; drive the WGT and IDX ports; return each row's edge."""
         params = self._params
-        R, L, lanes = params.array_rows, params.adder_latency, params.m_max
+        R, L = params.array_rows, params.adder_latency
         buses = weight_buses(params)
         cfg, ws = d.cfg, d.ws
         edges = []
@@ -313,15 +325,6 @@ class STCE(wiring.Component):
                 rm.d.comb += rec.eq(Mux(ws, stages[L], stages[1]))
             q_ok = Signal(name=f"row{r}_q_ok")
             rm.d.comb += q_ok.eq(rec.q < d.kc)
-            acts = []
-            for u in range(lanes):
-                en = Signal(name=f"row{r}_act{u}_en")
-                addr = Signal(ADDR_BITS, name=f"row{r}_act{u}_addr")
-                rm.d.comb += [
-                    en.eq(ws & rec.op & q_ok & (d.m_eff > u)),
-                    addr.eq(rec.act_addr + d.lane_off[u]),
-                ]
-                acts.append((en, addr))
             regs = Signal(_edge_layout(params), name=f"row{r}_edge")
             bus_values, bus_indices = [], []
             for b in range(buses):
@@ -374,17 +377,17 @@ class STCE(wiring.Component):
                 op.w_value.eq(self.wgt_read[r * buses].data[0]),
                 op.w_index.eq(bus_indices[0]),
             ]
-            edges.append(_Edge(acts, regs, op, bus_values, bus_indices))
+            edges.append(_Edge(regs, op, bus_values, bus_indices))
         return edges
 
     def _build_os_columns(
         self, m: Module, d: Decoded, col0: Any
-    ) -> tuple[list[Any], list[Any], list[tuple[Value, Value]]]:
-        """Build the output-stationary column chain; return each column's record, its
-        shadow-chain shift (and write) one cycle later, and its ACC read."""
+    ) -> tuple[list[Any], list[tuple[Value, Value]]]:
+        """Build the output-stationary shadow-chain records; return each column's shift (and
+        write) one cycle later, and its ACC read. (Its activations: ``_build_act_ports``.)"""
         C = self._params.array_cols
         cfg = d.cfg
-        cols, shifts, reads = [], [], []
+        shifts, reads = [], []
         rec = col0
         for c in range(C):
             cm = Module()
@@ -393,7 +396,6 @@ class STCE(wiring.Component):
                 nxt = step_col(cm, rec, d, f"os_col{c}_next")
                 rec = Signal.like(nxt, name=f"os_col{c}")
                 cm.d.sync += rec.eq(nxt)
-            cols.append(rec)
             en = Signal(name=f"os_col{c}_rd_en")
             cm.d.comb += en.eq(rec.rd & (rec.rd_i < cfg.rows) & (rec.rd_j < cfg.cols))
             reads.append((en, rec.rd_addr))
@@ -408,7 +410,7 @@ class STCE(wiring.Component):
                 shift.last.eq(rec.last),
             ]
             shifts.append(shift)
-        return cols, shifts, reads
+        return shifts, reads
 
     def _build_ws_columns(self, m: Module, d: Decoded, acc0: Any) -> tuple[list[Any], list[Any]]:
         """Build the weight-stationary partial-sum chains: into the top, out of the bottom."""
@@ -440,32 +442,50 @@ class STCE(wiring.Component):
             sums.append(sum_)
         return psums, sums
 
-    def _build_act_ports(
-        self, m: Module, d: Decoded, edges: list[_Edge], cols: list[Any]
-    ) -> list[Any]:
-        """Drive the activation ports; return each edge's group as it arrives."""
+    def _build_act_ports(self, m: Module, d: Decoded, ws_read: Any, os_read: Any) -> list[Any]:
+        """Drive the activation ports; return each edge's group as it arrives.
+
+        Every edge reads in the corner's read cycle (``ws_read``: row 0's, ``os_read``:
+        column 0's); edge ``e``'s data then waits in a shift register, ``e * L`` cycles for
+        row ``e`` (WS) and ``e`` for column ``e`` (OS), the delay with which its record
+        reaches it.
+        """
         params = self._params
-        R, C, lanes = params.array_rows, params.array_cols, params.m_max
-        cfg, ws = d.cfg, d.ws
+        R, C, L, lanes = params.array_rows, params.array_cols, params.adder_latency, params.m_max
+        ws = d.ws
         groups = []
         for e in range(max(R, C)):
             am = Module()
             m.submodules[f"act{e}"] = am
-            group = Signal(data.ArrayLayout(16, lanes), name=f"act_group{e}")
-            col = cols[e] if e < C else None
+            ws_en: Value | int = 0
+            ws_addr: Value | int = 0
+            os_en: Value | int = 0
+            os_addr: Value | int = 0
+            if e < R:
+                ws_en, ws_addr = row_read(am, ws_read, d, e, f"act{e}_ws")
+            if e < C:
+                os_en, os_addr = col_read(am, os_read, d, e, f"act{e}_os")
+            read = Signal(data.ArrayLayout(16, lanes), name=f"act{e}_read")
             for u in range(lanes):
                 port = self.act_read[e * lanes + u]
-                ws_en, ws_addr = edges[e].acts[u] if e < R else (0, 0)
-                os_en: Value | int = 0
-                os_addr: Value | int = 0
-                if col is not None:
-                    os_en = ~ws & col.op & (d.m_eff > u) & (col.j < cfg.cols)
-                    os_addr = col.act_addr + d.lane_off[u]
+                lane = d.m_eff > u
                 am.d.comb += [
-                    port.en.eq(ws_en | os_en),
-                    port.addr.eq(Mux(ws, ws_addr, os_addr)),
-                    group[u].eq(port.data[0]),
+                    port.en.eq((ws_en | os_en) & lane),
+                    port.addr.eq(Mux(ws, ws_addr, os_addr) + d.lane_off[u]),
+                    read[u].eq(port.data[0]),
                 ]
+            # One shift register per edge (no reset, no enable), tapped at e * L for row e
+            # (WS) and at e for column e (OS); stages[k] is the data read k + 1 cycles ago.
+            stages = [read.as_value()]
+            for k in range(max(e * L if e < R else 0, e if e < C else 0)):
+                stage = Signal(lanes * 16, name=f"act{e}_d{k + 1}", reset_less=True)
+                am.d.sync += stage.eq(stages[-1])
+                stages.append(stage)
+            group = Signal(data.ArrayLayout(16, lanes), name=f"act_group{e}")
+            if e < R and e < C:
+                am.d.comb += group.eq(Mux(ws, stages[e * L], stages[e]))
+            else:
+                am.d.comb += group.eq(stages[e * L if e < R else e])
             groups.append(group)
         return groups
 

@@ -36,6 +36,8 @@ _SPECIAL32 = (0x0000_0000, 0x8000_0000, 0x8000_0001, 0x007F_FFFF, 0x7F80_0000, 0
 
 Program = list[isa.Instruction]
 RunGemms = Callable[..., None]
+#: One cycle's enabled ``act_read`` ports, as (port, address) pairs in port order.
+ActReads = list[tuple[int, int]]
 
 
 def _fp16(rng: np.random.Generator, count: int, specials: float) -> NDArray[np.uint16]:
@@ -114,10 +116,11 @@ def random_gemm(
     c_addr: int | None = None,
     accumulate: int | None = None,
     pads: tuple[int, int, int] | None = None,
+    b_trans: int | None = None,
 ) -> isa.Instruction:
     """A GEMM of a few folds in every dimension, its operands anywhere in their buffers,
     each operand's rows packed or padded to an odd pitch at random (or as ``pads`` says:
-    ``a_pad``, ``b_pad``, ``c_pad``)."""
+    ``a_pad``, ``b_pad``, ``c_pad``), B in a random layout (or as ``b_trans`` says)."""
     R, C = params.array_rows, params.array_cols
     n, m = pattern
     outer = C if dataflow is Dataflow.WS else R
@@ -131,7 +134,7 @@ def random_gemm(
         "m": m,
         "dataflow": dataflow,
         "accumulate": int(rng.integers(2)) if accumulate is None else accumulate,
-        "b_trans": int(rng.integers(2)),
+        "b_trans": int(rng.integers(2)) if b_trans is None else b_trans,
         "interleave": int(rng.integers(1, params.interleave + 1)),
         "rows": rows,
         "cols": cols,
@@ -246,13 +249,26 @@ def _model(params: SATParams, mem: Memory, program: Program) -> NDArray[np.uint3
 
 
 def _run_gemms(
-    params: SATParams, batches: Sequence[tuple[Memory, Program]], gap_cycles: int = 0
+    params: SATParams,
+    batches: Sequence[tuple[Memory, Program]],
+    gap_cycles: int = 0,
+    act_reads: list[ActReads] | None = None,
 ) -> None:
     """Run each batch's program from its memory contents, all in one simulation, and check
     cycles, ``busy`` and the ACC buffer against the model (see the module docstring).
-    ``gap_cycles`` idle cycles separate two GEMMs (0: ``start`` in the ``done`` cycle)."""
+    ``gap_cycles`` idle cycles separate two GEMMs (0: ``start`` in the ``done`` cycle).
+    With ``act_reads``, append to it every simulated cycle's enabled ``act_read`` ports and
+    their addresses."""
     harness = Harness(params)
     results: list[tuple[list[int], list[int], NDArray[np.uint32]]] = []
+    ports = harness.stce.act_read
+
+    async def monitor(ctx: Any) -> None:
+        # Sampled at each clock edge: the values of the cycle that the edge ends.
+        signals = [signal for port in ports for signal in (port.en, port.addr)]
+        async for _clock, _reset, *values in ctx.tick().sample(*signals):
+            assert act_reads is not None
+            act_reads.append([(p, values[2 * p + 1]) for p in range(len(ports)) if values[2 * p]])
 
     async def bench(ctx: Any) -> None:
         for mem, program in batches:
@@ -287,6 +303,8 @@ def _run_gemms(
     sim = Simulator(harness)
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
+    if act_reads is not None:
+        sim.add_process(monitor)
     sim.run()
 
     for (mem, program), (cycles, busy_errors, acc) in zip(batches, results, strict=True):
