@@ -11,21 +11,26 @@ instruction at the array's corner (row 0, column 0). Every cycle it emits *recor
 corner edge reads from the buffers this cycle and what it does one cycle later, when the data
 has arrived. The records travel along the array's edges through register chains (one stage
 per row or column, ``adder_latency`` stages per row in the weight-stationary dataflow), and
-each edge turns its record into its own buffer reads with a few adders. The timing of every
-record follows the fold structure that ``gemm_ws_cycles`` and ``gemm_os_cycles`` describe;
-see :class:`nmsat.hw.stce.STCE` for the schedule.
+each column turns its record into its own ACC reads and writes with a few adders. The
+timing of every record follows the fold structure that ``gemm_ws_cycles`` and
+``gemm_os_cycles`` describe; see :class:`nmsat.hw.stce.STCE` for the schedule.
 
-The activation reads are the exception: they do not travel. Each master also emits the
-corner's activation read (:func:`ws_act_layout`, :func:`os_act_layout`), and *every* edge
-reads its group in that same cycle, at the address its record would have had:
-:func:`row_read` and :func:`col_read` step the corner's read ``r`` rows or ``c`` columns on
-in closed form (no chain of adders). So in one cycle all rows read the groups of one vector
-of B (WS), or all columns those of one reduction step (OS), which a banked ACT buffer can
-serve; the STCE delays the data ``r * adder_latency`` (WS) or ``c`` (OS) cycles to the
-cycle in which the edge's record arrives.
+The activation and weight reads are the exception: their addresses do not travel. Each
+master also emits the corner's activation read (:func:`ws_act_layout`,
+:func:`os_act_layout`), and *every* edge reads its group in that same cycle, at the address
+its record would have had: :func:`row_read` and :func:`col_read` step the corner's read
+``r`` rows or ``c`` columns on in closed form (no chain of adders). Likewise every row reads
+its weights (A and its indices) in row 0's cycle: :func:`weight_read` steps row 0's loader
+record (WS) or A read (OS) ``r`` rows on. So in one cycle all rows read the groups of one
+vector of B (WS), or all columns those of one reduction step (OS), and all rows the
+weights of one output row of a fold (WS: ``A[i, q0 + r]``) or of one reduction step (OS:
+``A[i0 + r, q]``), which banked ACT and WGT/IDX buffers can serve; the STCE delays the data
+``r * adder_latency`` (WS) or ``r`` / ``c`` (OS) cycles to the cycle in which the edge's
+record arrives. The records still travel for the edges' controls (a row's weight flags
+``valid``, ``col`` and, from ``q``, its zero weight).
 
 Every cycle number below is a *read cycle*: a record emitted in cycle t reads in t, and the
-array uses the data in t + 1 (an edge's activations: in t + 1 plus its delay).
+array uses the data in t + 1 (an edge's activations and weights: in t + 1 plus its delay).
 
 Operands (docs/isa.md, section GEMM): A ``[rows, Kc]`` in WGT (its indices at the same IDX
 addresses), B ``[depth, cols]`` (``[cols, depth]`` with ``b_trans``) in ACT and C
@@ -62,6 +67,7 @@ __all__ = [
     "step_col",
     "step_row",
     "weight_buses",
+    "weight_read",
     "ws_act_layout",
     "ws_master",
 ]
@@ -101,7 +107,8 @@ def row_layout(params: SATParams) -> data.StructLayout:
     (the row's compressed position; its activations were read earlier, see
     :func:`ws_act_layout`). ``loads[b]``: WS: weight bus ``b`` loads column ``col``
     (``valid``), the weight of position ``q`` and output row ``i`` at ``addr``; OS:
-    ``loads[0].addr`` and ``loads[0].i`` are the row's A address and output row.
+    ``loads[0].addr`` and ``loads[0].i`` are the row's A address and output row. Only row
+    0's ``addr`` and ``i`` are used (:func:`weight_read`); the rows below keep row 0's.
     """
     load = data.StructLayout(
         {
@@ -205,7 +212,8 @@ class Decoded:
     ``b``; :func:`row_read`).
     OS: ``os_ilv`` (I), ``os_period`` (max(I, L)), ``os_ri`` (R * I), ``os_fold``,
     ``os_ci`` (C * I), ``os_fj_bstep``, ``os_a_bstep``, ``os_r_lda`` and ``os_r_ldc`` (R rows
-    of A and of C), ``os_rm1_ldc`` (R - 1 rows of C), ``os_col_off[c]`` (c columns of B).
+    of A and of C), ``os_a_row_off[r]`` (r rows of A: :func:`weight_read`), ``os_rm1_ldc``
+    (R - 1 rows of C), ``os_col_off[c]`` (c columns of B).
     """
 
     def __init__(self, m: Module, cfg: Any, params: SATParams) -> None:
@@ -273,6 +281,9 @@ class Decoded:
         self.os_fj_bstep = _sig(m, ADDR_BITS, "dec_os_fj_bstep", self.os_ci * self.jstride)
         self.os_a_bstep = _sig(m, ADDR_BITS, "dec_os_a_bstep", self.jstride << log2C)
         self.os_r_lda = _sig(m, ADDR_BITS, "dec_os_r_lda", self.lda << log2R)
+        self.os_a_row_off = [
+            _sig(m, ADDR_BITS, f"dec_os_a_row_off{r}", self.lda * r) for r in range(R)
+        ]
         self.os_r_ldc = _sig(m, ADDR_BITS, "dec_os_r_ldc", self.ldc << log2R)
         self.os_rm1_ldc = _sig(m, ADDR_BITS, "dec_os_rm1_ldc", (self.ldc << log2R) - self.ldc)
         self.os_col_off = [
@@ -286,23 +297,15 @@ class Decoded:
 def step_row(m: Module, rec: Any, d: Decoded, name: str) -> Any:
     """Return the record of the next row (combinational).
 
-    WS: the next compressed position, the same column's weight one position further (the
-    row's activations: :func:`row_read`). OS: the next output row of A (``lda`` further).
+    WS: the next compressed position, of the row and of each loader (for the row's zero
+    weights). OS: the same record. (The row's reads: :func:`row_read`, :func:`weight_read`.)
     """
     out = Signal.like(rec, name=name)
     m.d.comb += out.eq(rec)
     with m.If(d.ws):
         m.d.comb += out.q.eq(rec.q + 1)
         for b in range(len(rec.loads)):
-            m.d.comb += [
-                out.loads[b].q.eq(rec.loads[b].q + 1),
-                out.loads[b].addr.eq(rec.loads[b].addr + 1),
-            ]
-    with m.Else():
-        m.d.comb += [
-            out.loads[0].addr.eq(rec.loads[0].addr + d.lda),
-            out.loads[0].i.eq(rec.loads[0].i + 1),
-        ]
+            m.d.comb += out.loads[b].q.eq(rec.loads[b].q + 1)
     return out
 
 
@@ -342,6 +345,29 @@ def col_read(m: Module, act: Any, d: Decoded, c: int, name: str) -> tuple[Value,
     columns of B further, if output column ``j + c`` exists."""
     en = _sig(m, 1, f"{name}_en", ~d.ws & act.op & (act.j + c < d.cfg.cols))
     addr = _sig(m, ADDR_BITS, f"{name}_addr", act.addr + d.os_col_off[c])
+    return en, addr
+
+
+def weight_read(m: Module, row0: Any, d: Decoded, r: int, b: int, name: str) -> tuple[Value, Value]:
+    """Return row ``r``'s read on weight bus ``b`` in row 0's read cycle: whether it reads
+    and the address of A (and of its indices) (combinational).
+
+    WS: row 0's loader ``b`` (``row0.loads[b]``) loads ``A[i, q]`` at ``addr`` into column
+    ``col``; row ``r`` loads ``A[i, q + r]``, one element further, if ``q + r`` is below Kc
+    and output row ``i`` exists. OS (bus 0): row 0 reads ``A[i, q]`` at ``loads[0].addr``
+    with the first operation of a step; row ``r`` reads ``A[i + r, q]``, ``r`` rows of A
+    further (``os_a_row_off[r]``), if output row ``i + r`` exists.
+    """
+    load = row0.loads[b]
+    rows = d.cfg.rows
+    ws_en = d.ws & load.valid & (load.q + r < d.kc) & (load.i < rows)
+    if b:
+        en = _sig(m, 1, f"{name}_en", ws_en)
+        addr = _sig(m, ADDR_BITS, f"{name}_addr", load.addr + r)
+    else:
+        os_en = row0.op & row0.first & (load.i + r < rows)
+        en = _sig(m, 1, f"{name}_en", Mux(d.ws, ws_en, os_en))
+        addr = _sig(m, ADDR_BITS, f"{name}_addr", load.addr + Mux(d.ws, r, d.os_a_row_off[r]))
     return en, addr
 
 

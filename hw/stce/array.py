@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from amaranth.hdl import Module, Mux, Signal, Value
+from amaranth.hdl import Cat, Module, Mux, Signal, Value
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -36,6 +36,7 @@ from ._control import (
     step_col,
     step_row,
     weight_buses,
+    weight_read,
     ws_master,
 )
 
@@ -137,8 +138,8 @@ class STCE(wiring.Component):
     ``min(interleave, Fi)`` the formula assumes), each a window of ``step`` cycles
     (``gemm_ws_cycles``) whose ``cols`` vectors come at its end; the first window starts
     ``R`` cycles after ``start``. Row ``r`` sees everything ``r * L`` cycles after row 0
-    (the adder skew; its activations are read with row 0's and delayed, see "Buffer
-    ports"), column ``c`` one cycle later than column ``c - 1``. A fold's weights
+    (the adder skew; its activations and weights are read with row 0's and delayed, see
+    "Buffer ports"), column ``c`` one cycle later than column ``c - 1``. A fold's weights
     load column by column through a per-row weight bus, each in the cycle of the fold's
     first vector at that PE (the PE's bypass), so no fold waits for weights; a fold may
     last only R cycles, so with ``C > R`` folds take turns on ``B = ceil(C / R)`` buses
@@ -156,10 +157,11 @@ class STCE(wiring.Component):
     the last fold swaps the accumulators out and shifts them down.
 
     **Buffer ports.** Every array edge reads its own operands through ports one element wide
-    that read at most once per cycle. A, the partial sums and the shadow chains are read in
-    the cycle before the edge needs them. The activations are read by all edges in the same
-    cycle, the corner's, and wait in a shift register per edge (``m_max * 16`` bits wide,
-    no reset) until the edge needs them:
+    that read at most once per cycle. The partial sums and the shadow chains are read in
+    the cycle before the edge needs them. The activations and A are read by all edges in
+    the same cycle, the corner's, and wait in a shift register per edge (``m_max * 16``
+    bits wide per edge for the activations, ``16 + index_bits`` per row and weight bus for
+    A; no reset, no enable) until the edge needs them:
 
     - ``act_read``: ``max(R, C) * m_max`` ports, ``m_max`` per edge: row ``r``'s activation
       group (WS) or column ``c``'s (OS). WS: in one cycle all rows read the groups of one
@@ -173,7 +175,14 @@ class STCE(wiring.Component):
       activations of a group for one compressed weight, hence ``m / n`` times the dense
       bandwidth; rows that share a group read the same addresses.
     - ``wgt_read`` and ``idx_read``: ``R * B`` ports, one per row and weight bus (A is
-      read per row; ``B = ceil(C / R)``, 1 for square arrays; OS uses bus 0).
+      read per row; ``B = ceil(C / R)``, 1 for square arrays; OS uses bus 0), the IDX port
+      at the WGT port's address (N:M only). WS: in one cycle all rows that read on a bus
+      read the weights of one output row ``i`` of the fold, ``A[i, q0 + r]`` for row ``r``,
+      and row ``r``'s data is delayed ``r * L`` cycles; OS: in one cycle all rows read
+      ``A[i0 + r, q]`` of one reduction step, and row ``r``'s data is delayed ``r`` cycles.
+      So one bus's distinct addresses in one cycle fall in distinct banks of a WGT (and
+      IDX) buffer of ``R`` banks: always in WS (R consecutive elements), and in OS when A
+      is at an odd pitch (``a_pad``).
     - ``acc_read`` and ``acc_write``: ``C`` ports each, one per column (partial sums in and
       out of the columns, or the shadow chains).
 
@@ -303,11 +312,16 @@ class STCE(wiring.Component):
         return m
 
     def _build_rows(self, m: Module, d: Decoded, row0: Any) -> list[_Edge]:
-        """Build the row chain; drive the WGT and IDX ports; return each row's edge."""
+        """Build the row chain; drive the WGT and IDX ports; return each row's edge.
+
+        Every row reads its weights in row 0's read cycle (:func:`weight_read`); row ``r``'s
+        value and index then wait in a shift register, ``r * L`` cycles (WS) or ``r`` (OS),
+        the delay with which its record reaches it.
+        """
         params = self._params
-        R, L = params.array_rows, params.adder_latency
+        R, L, bits = params.array_rows, params.adder_latency, params.index_bits
         buses = weight_buses(params)
-        cfg, ws = d.cfg, d.ws
+        ws = d.ws
         edges = []
         rec = row0
         for r in range(R):
@@ -327,31 +341,38 @@ class STCE(wiring.Component):
             rm.d.comb += q_ok.eq(rec.q < d.kc)
             regs = Signal(_edge_layout(params), name=f"row{r}_edge")
             bus_values, bus_indices = [], []
+            weights = []
             for b in range(buses):
                 load = rec.loads[b]
-                w_ok = load.q < d.kc
-                w_en = Signal(name=f"row{r}_w{b}_en")
-                if b:
-                    rm.d.comb += w_en.eq(ws & load.valid & w_ok & (load.i < cfg.rows))
-                else:
-                    os_load = rec.op & rec.first & (load.i < cfg.rows)
-                    rm.d.comb += w_en.eq(Mux(ws, load.valid & w_ok & (load.i < cfg.rows), os_load))
+                w_en, w_addr = weight_read(rm, row0, d, r, b, f"row{r}_w{b}")
                 wgt, idx = self.wgt_read[r * buses + b], self.idx_read[r * buses + b]
-                value = Signal(16, name=f"row{r}_bus{b}_value")
-                index = Signal(params.index_bits, name=f"row{r}_bus{b}_index")
                 rm.d.comb += [
                     wgt.en.eq(w_en),
-                    wgt.addr.eq(load.addr),
+                    wgt.addr.eq(w_addr),
                     idx.en.eq(w_en & ~d.dense),
-                    idx.addr.eq(load.addr),
-                    index.eq(idx.data[0] & d.idx_mask),
-                    value.eq(Mux(regs.buses[b].zero, _NEGATIVE_ZERO_FP16, wgt.data[0])),
+                    idx.addr.eq(w_addr),
+                ]
+                # One shift register per row and bus (no reset, no enable), tapped at r * L
+                # (WS) and, on bus 0, at r (OS); stages[k] is the data read k + 1 cycles ago.
+                stages = [Cat(wgt.data[0], idx.data[0])]
+                for k in range(r * L):
+                    stage = Signal(16 + bits, name=f"row{r}_w{b}_d{k + 1}", reset_less=True)
+                    rm.d.sync += stage.eq(stages[-1])
+                    stages.append(stage)
+                arrived = Signal(16 + bits, name=f"row{r}_w{b}_data")
+                rm.d.comb += arrived.eq(Mux(ws, stages[r * L], stages[r]) if b == 0 else stages[-1])
+                value = Signal(16, name=f"row{r}_bus{b}_value")
+                index = Signal(bits, name=f"row{r}_bus{b}_index")
+                rm.d.comb += [
+                    index.eq(arrived[16:] & d.idx_mask),
+                    value.eq(Mux(regs.buses[b].zero, _NEGATIVE_ZERO_FP16, arrived[:16])),
                 ]
                 rm.d.sync += [
                     regs.buses[b].valid.eq(ws & load.valid),
                     regs.buses[b].col.eq(load.col),
-                    regs.buses[b].zero.eq(~w_ok),
+                    regs.buses[b].zero.eq(~(load.q < d.kc)),
                 ]
+                weights.append(arrived[:16])
                 bus_values.append(value)
                 bus_indices.append(index)
             rm.d.sync += [
@@ -374,7 +395,7 @@ class STCE(wiring.Component):
                 op.acc_swap.eq(regs.acc_swap),
                 op.acc_zero.eq(regs.acc_zero),
                 op.w_load.eq(regs.w_load),
-                op.w_value.eq(self.wgt_read[r * buses].data[0]),
+                op.w_value.eq(weights[0]),
                 op.w_index.eq(bus_indices[0]),
             ]
             edges.append(_Edge(regs, op, bus_values, bus_indices))

@@ -36,8 +36,9 @@ _SPECIAL32 = (0x0000_0000, 0x8000_0000, 0x8000_0001, 0x007F_FFFF, 0x7F80_0000, 0
 
 Program = list[isa.Instruction]
 RunGemms = Callable[..., None]
-#: One cycle's enabled ``act_read`` ports, as (port, address) pairs in port order.
-ActReads = list[tuple[int, int]]
+#: One cycle's enabled read ports of one kind (``act_read``, ``wgt_read``, ``idx_read``), as
+#: (port, address) pairs in port order.
+PortReads = list[tuple[int, int]]
 
 
 def _fp16(rng: np.random.Generator, count: int, specials: float) -> NDArray[np.uint16]:
@@ -252,23 +253,37 @@ def _run_gemms(
     params: SATParams,
     batches: Sequence[tuple[Memory, Program]],
     gap_cycles: int = 0,
-    act_reads: list[ActReads] | None = None,
+    act_reads: list[PortReads] | None = None,
+    wgt_reads: list[PortReads] | None = None,
+    idx_reads: list[PortReads] | None = None,
 ) -> None:
     """Run each batch's program from its memory contents, all in one simulation, and check
     cycles, ``busy`` and the ACC buffer against the model (see the module docstring).
     ``gap_cycles`` idle cycles separate two GEMMs (0: ``start`` in the ``done`` cycle).
-    With ``act_reads``, append to it every simulated cycle's enabled ``act_read`` ports and
-    their addresses."""
+    With ``act_reads`` (``wgt_reads``, ``idx_reads``), append to it every simulated cycle's
+    enabled ``act_read`` (``wgt_read``, ``idx_read``) ports and their addresses."""
     harness = Harness(params)
     results: list[tuple[list[int], list[int], NDArray[np.uint32]]] = []
-    ports = harness.stce.act_read
+    stce = harness.stce
+    watched = [
+        (ports, out)
+        for ports, out in (
+            (stce.act_read, act_reads),
+            (stce.wgt_read, wgt_reads),
+            (stce.idx_read, idx_reads),
+        )
+        if out is not None
+    ]
 
     async def monitor(ctx: Any) -> None:
         # Sampled at each clock edge: the values of the cycle that the edge ends.
-        signals = [signal for port in ports for signal in (port.en, port.addr)]
+        signals = [s for ports, _ in watched for port in ports for s in (port.en, port.addr)]
         async for _clock, _reset, *values in ctx.tick().sample(*signals):
-            assert act_reads is not None
-            act_reads.append([(p, values[2 * p + 1]) for p in range(len(ports)) if values[2 * p]])
+            base = 0
+            for ports, out in watched:
+                here = values[base : base + 2 * len(ports)]
+                out.append([(p, here[2 * p + 1]) for p in range(len(ports)) if here[2 * p]])
+                base += 2 * len(ports)
 
     async def bench(ctx: Any) -> None:
         for mem, program in batches:
@@ -303,7 +318,7 @@ def _run_gemms(
     sim = Simulator(harness)
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
-    if act_reads is not None:
+    if watched:
         sim.add_process(monitor)
     sim.run()
 

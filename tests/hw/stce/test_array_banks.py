@@ -1,10 +1,12 @@
 # amaranth: UnusedElaboratable=no
 # Ref: hw/stce/array.py (STCE docstring, "Buffer ports": every edge reads its group of one
-#      vector in the same cycle); docs/isa.md, section GEMM (B's layouts and row pitches).
-"""The STCE's activation reads can be served by a banked ACT buffer: in every cycle of a GEMM
-program the *distinct* addresses that the enabled ``act_read`` ports read fall in distinct
-banks (element ``e`` in bank ``e % banks``), while results and cycles still match the model
-(the harness in conftest.py records the reads and checks the rest).
+#      vector, and every row its weight of one column, in the same cycle); docs/isa.md,
+#      section GEMM (the operands' layouts and row pitches).
+"""The STCE's activation and weight reads can be served by banked ACT and WGT/IDX buffers: in
+every cycle of a GEMM program the *distinct* addresses that the enabled ``act_read`` (or
+``wgt_read``) ports read fall in distinct banks (element ``e`` in bank ``e % banks``), while
+results and cycles still match the model (the harness in conftest.py records the reads and
+checks the rest).
 
 - Weight-stationary: all rows read the groups of one vector of B in the same cycle, so with
   B transposed (``b_trans``: a vector's k are consecutive) or at an odd row pitch
@@ -16,6 +18,16 @@ banks (element ``e`` in bank ``e % banks``), while results and cycles still matc
   distinct banks modulo C.
 - Negative control: weight-stationary with B packed row-major and ``cols`` a multiple of
   the bank count puts the rows' distinct k of one vector in one bank, so the check fails.
+
+Weights (A, ``wgt_read``, and its indices, ``idx_read``: the same addresses, N:M only):
+
+- Weight-stationary, every pattern: on each weight bus all rows that read in a cycle read
+  the weights of one output row of the fold, ``A[i, q0 + r]`` for row ``r``: R consecutive
+  elements, distinct banks modulo R whatever A's pitch.
+- Output-stationary, A at an odd pitch (``a_pad``): all rows read ``A[i0 + r, q]`` of one
+  reduction step in the same cycle, an odd pitch apart: distinct banks modulo R.
+- Negative control: output-stationary with A packed and Kc a multiple of R puts all rows'
+  reads in one bank.
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ import pytest
 from nmsat.hw import isa
 from nmsat.hw.isa import Dataflow, Opcode
 from nmsat.hw.params import SATParams, load_params
+from nmsat.hw.stce._control import weight_buses
 
 TINY = load_params("tiny")
 
@@ -121,3 +134,98 @@ def test_packed_row_major_b_clashes(stce) -> None:
     reads: list[list[tuple[int, int]]] = []
     stce.run(TINY, [(stce.memory(TINY, 9), [instr])], act_reads=reads)
     assert _clashes(reads, banks)
+
+
+# -- weights ------------------------------------------------------------------------------
+
+WGT_PARAMS = {
+    "tiny": TINY,
+    # C > R: two weight buses per row, each checked on its own.
+    "R4-C8": TINY.replace(array_cols=8, adder_latency=2),
+}
+
+
+def _per_bus(
+    reads: list[list[tuple[int, int]]], buses: int, bus: int
+) -> list[list[tuple[int, int]]]:
+    """Each cycle's reads of weight bus ``bus``, as (row, address) pairs."""
+    return [[(p // buses, a) for p, a in ports if p % buses == bus] for ports in reads]
+
+
+def _check_indices(wgt: list[list[tuple[int, int]]], idx: list[list[tuple[int, int]]]) -> None:
+    """Every cycle's IDX reads are its WGT reads (N:M) or none (dense), and some occur."""
+    assert len(idx) == len(wgt)
+    wrong = [t for t, (w, i) in enumerate(zip(wgt, idx, strict=True)) if i and i != w]
+    assert not wrong, f"IDX reads differ from WGT reads in cycles {wrong[:5]}"
+    assert any(idx)
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("name", list(WGT_PARAMS))
+def test_ws_weight_reads_are_one_column(stce, name: str) -> None:
+    """WS, every pattern, A packed or padded: per weight bus, all rows that read in a cycle
+    read one output row of the fold (``address - r`` is the same), so distinct banks modulo
+    R; some cycle has all R rows reading."""
+    params = WGT_PARAMS[name]
+    R, buses = params.array_rows, weight_buses(params)
+    rng = np.random.default_rng(list(map(ord, name)))
+    program = [stce.gemm(params, rng, Dataflow.WS, nm) for nm in stce.patterns(params)]
+    wgt: list[list[tuple[int, int]]] = []
+    idx: list[list[tuple[int, int]]] = []
+    stce.run(params, [(stce.memory(params, 11), program)], wgt_reads=wgt, idx_reads=idx)
+    _check_indices(wgt, idx)
+    for bus in range(buses):
+        reads = _per_bus(wgt, buses, bus)
+        mixed = [(t, rows) for t, rows in enumerate(reads) if len({a - r for r, a in rows}) > 1]
+        assert not mixed, f"bus {bus}: rows read different columns, first {mixed[:3]}"
+        assert max(len(rows) for rows in reads) == R, f"bus {bus}: never all rows in a cycle"
+        clashes = _clashes(reads, R)
+        assert not clashes, f"bus {bus}: {len(clashes)} cycles, first {clashes[:3]}, banks {R}"
+
+
+@pytest.mark.sim
+def test_os_weight_reads_fall_in_distinct_banks(stce) -> None:
+    """OS, every pattern, A at an odd pitch (``a_pad``): all rows read in one cycle (some
+    cycle has all R), distinct banks modulo R."""
+    R, buses = TINY.array_rows, weight_buses(TINY)
+    rng = np.random.default_rng(13)
+    program = []
+    for nm in stce.patterns(TINY):
+        pads = (1, int(rng.integers(2)), int(rng.integers(2)))
+        program.append(stce.gemm(TINY, rng, Dataflow.OS, nm, pads=pads))
+    wgt: list[list[tuple[int, int]]] = []
+    idx: list[list[tuple[int, int]]] = []
+    stce.run(TINY, [(stce.memory(TINY, 13), program)], wgt_reads=wgt, idx_reads=idx)
+    _check_indices(wgt, idx)
+    reads = _per_bus(wgt, buses, 0)
+    assert max(len(rows) for rows in reads) == R
+    clashes = _clashes(reads, R)
+    assert not clashes, f"{len(clashes)} cycles, first {clashes[:3]}, banks {R}"
+
+
+@pytest.mark.sim
+def test_os_packed_a_clashes(stce) -> None:
+    """Negative control: OS, A packed with Kc = 2R, dense: the rows' reads of one step are
+    2R elements apart, one bank of R."""
+    R = TINY.array_rows
+    instr = isa.make(
+        Opcode.GEMM,
+        n=1,
+        m=1,
+        dataflow=Dataflow.OS,
+        accumulate=0,
+        b_trans=0,
+        interleave=1,
+        rows=R,
+        cols=5,
+        depth=2 * R,
+        a_addr=7,
+        b_addr=3,
+        c_addr=0,
+        a_pad=0,
+        b_pad=0,
+        c_pad=0,
+    )
+    wgt: list[list[tuple[int, int]]] = []
+    stce.run(TINY, [(stce.memory(TINY, 17), [instr])], wgt_reads=wgt)
+    assert _clashes(wgt, R)
