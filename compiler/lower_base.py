@@ -25,7 +25,7 @@ from .frontend import Graph, Node
 from .ir import CompileOptions, Phase, Region, Tensor
 from .tiling import PositionTile, position_tiles
 
-__all__ = ["ConvShape", "LoweringBase", "Segment", "TensorView", "odd_pitch"]
+__all__ = ["ConvShape", "LoweringBase", "Segment", "TensorView"]
 
 #: External memory is allocated from this byte address on (address 0 stays unused).
 _DRAM_BASE = 1 << 12
@@ -117,16 +117,6 @@ class TensorView:
 #: One DMA gather of a GEMM's B operand: (tensor view, first channel, channels, first row,
 #: first column, position step).
 Segment = tuple["TensorView", int, int, int, int, int]
-
-
-def odd_pitch(length: int) -> int:
-    """Row pitch of a padded GEMM operand: ``length`` rounded up to odd (``isa.row_pitch``).
-
-    The compiler pads the rows of every operand the STCE reads a column of in one cycle (B
-    and C of weight-stationary GEMMs, A and B of output-stationary ones), so that the column
-    falls in distinct buffer banks (docs/decisions.md, "Bank-conflict-free operand rows").
-    """
-    return isa.row_pitch(length, 1)
 
 
 class LoweringBase:
@@ -229,9 +219,12 @@ class LoweringBase:
         """One transfer; ``dims`` = [(count, stride)] outermost first, last = (cols, 1).
 
         With ``padded`` = i, the entries of level ``dims[i]`` are the rows of a GEMM operand
-        with an odd pitch: each starts ``odd_pitch(size)`` after the previous one, ``size``
-        being the elements of the levels inside it (``buf_pad``, docs/isa.md); the levels
-        outside it are packed multiples of that pitch.
+        with an odd pitch: each starts ``isa.row_pitch(size, 1)`` after the previous one,
+        ``size`` being the elements of the levels inside it (``buf_pad``, docs/isa.md); the
+        levels outside it are packed multiples of that pitch. The compiler pads the rows of
+        every operand the STCE reads a column of in one cycle (B and C of weight-stationary
+        GEMMs, A and B of output-stationary ones), so that the column falls in distinct
+        buffer banks (docs/decisions.md, "Bank-conflict-free operand rows").
         """
         levels = [(c, st, i == padded) for i, (c, st) in enumerate(dims[:-1]) if c > 1]
         cols = dims[-1][0]
@@ -261,7 +254,7 @@ class LoweringBase:
             "block_stride": bstride if blocks > 1 else 0,
             "buf_pad": pad0 | pad1 << 1 | pad2 << 2,
         }
-        region = Region(buffer, buf_addr, isa.dma_buffer_extent(isa.make(opcode, **fields)))
+        region = Region(buffer, buf_addr, isa.dma_buffer_extent(fields))
         if opcode is Opcode.LOAD:
             self.b.instr(
                 opcode, fields, layer=layer, phase=phase, writes=(region,), dram_reads=(tensor,)
@@ -290,7 +283,7 @@ class LoweringBase:
         """LOAD or STORE channels c0..c0+nc of a tile at positions (y0 + step*oh,
         x0 + step*ow) of a channel-major tensor: one transfer of channels x rows x columns x
         batch. On the buffer side each channel is one row of ``tile.count`` positions,
-        packed, or with ``operand`` :func:`odd_pitch` apart (a GEMM operand's padded rows)."""
+        packed, or with ``operand`` at an odd pitch (a GEMM operand's padded rows)."""
         y = y0 + step * tile.oh0
         x = x0 + step * tile.ow0
         addr = view.addr + 2 * view.element(c0, y, x)

@@ -16,12 +16,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+from nmsat.hw import isa
 from nmsat.hw.errors import ShapeError
 from nmsat.hw.isa import Buffer, Dataflow, Direction, Opcode, VecOp
 
 from .frontend import Node
 from .ir import HostOp, Phase, Region, Tensor
-from .lower_base import ConvShape, LoweringBase, Segment, TensorView, odd_pitch
+from .lower_base import ConvShape, LoweringBase, Segment, TensorView
 from .tiling import k_chunks, position_tiles, round_down
 
 __all__ = ["ConvLowering"]
@@ -156,14 +157,13 @@ class ConvLowering(LoweringBase):
         tiles = position_tiles(out_h, out_w, self.batch, tp_limit, node.name)
         # B's rows (K) and C's rows (outputs) at an odd pitch where they fit: the STCE reads a
         # column of each per cycle (docs/decisions.md, bank-conflict-free operand rows).
-        row_pitch: Callable[[int], int] = odd_pitch if pad else int
         ilv = self.p.interleave if self.o.interleave else 1
         for r0 in range(0, rows_total, to):
             nr = min(to, rows_total - r0)
             # One K chunking for every tile (the largest tile's): resident weights are laid
             # out by it. Streamed weights (too many for a block of C * interleave rows to
             # stay resident) also bound a chunk's A by a WGT slot.
-            limit = act_q // max(row_pitch(t.count) for t in tiles)
+            limit = act_q // max(isa.row_pitch(t.count, pad) for t in tiles)
             if stream:
                 limit = min(limit, wgt_half // nr * m // n)
             chunks = k_chunks(k_total, m, limit, node.name, self.fold_k(nm))
@@ -187,7 +187,7 @@ class ConvLowering(LoweringBase):
                         load_a(off, k0, nk)
                         off += nr * (nk * n // m)
                 c_base = self.slot("acc", Buffer.ACC, 0, acc_half)
-                pitch = row_pitch(tile.count)
+                pitch = isa.row_pitch(tile.count, pad)
                 c_span = (nr - 1) * pitch + tile.count
                 off = a_base
                 for index, (k0, nk) in enumerate(chunks):
@@ -294,7 +294,7 @@ class ConvLowering(LoweringBase):
         if to >= cols:
             to = round_down(to, cols)
         tp_limit = min(4096, acc_half // to, act_q // to, act_q // m)
-        # Rows at an odd pitch take up to one element more each (odd_pitch).
+        # Rows at an odd pitch take up to one element more each (isa.row_pitch).
         padded_limit = min(4096, acc_half // to - 1, act_q // to - 1, act_q // m - 1)
         if self.batch <= padded_limit:
             return to, padded_limit, stream, True
@@ -487,12 +487,11 @@ class ConvLowering(LoweringBase):
                 padded_limit = min(wgt_q // nco - 1, act_half // nk - 1)
                 pad = self.batch <= padded_limit
                 tp_limit = padded_limit if pad else min(wgt_q // nco, act_half // nk)
-                row_pitch: Callable[[int], int] = odd_pitch if pad else int
                 tiles = position_tiles(shape.h_out, shape.w_out, self.batch, tp_limit, node.name)
                 c_base = self.slot("wu_acc", Buffer.ACC, 0, acc_half)
                 c_region = Region(Buffer.ACC, c_base, nco * nk)
                 for index, tile in enumerate(tiles):
-                    pitch = row_pitch(tile.count)
+                    pitch = isa.row_pitch(tile.count, pad)
                     a_base = self.slot("wu_a", Buffer.WGT, 0, wgt_q)
                     self.load_window(
                         dy,

@@ -30,7 +30,7 @@ from nmsat.models.zoo import MatMul
 
 from .frontend import Node
 from .ir import Phase, Region
-from .lower_base import LoweringBase, TensorView, odd_pitch
+from .lower_base import LoweringBase, TensorView
 
 __all__ = ["MatMulLowering"]
 
@@ -91,7 +91,7 @@ class MatMulLowering(LoweringBase):
         padded: bool = False,
     ) -> None:
         """One DMA transfer of heads ``h0 .. h0+heads`` of an operand (head outermost), its
-        rows packed or, with ``padded``, :func:`odd_pitch` apart."""
+        rows packed or, with ``padded``, at an odd pitch (``isa.row_pitch``)."""
         view, offset, head_stride, dims = pattern
         if transpose:
             dims = dims[::-1]
@@ -118,8 +118,8 @@ class MatMulLowering(LoweringBase):
         group = min(
             layer.count,
             wgt_half // (rows * depth),
-            act_q // (depth * odd_pitch(cols)),
-            min(acc_half, act_q) // (rows * odd_pitch(cols)),
+            act_q // (depth * isa.row_pitch(cols, 1)),
+            min(acc_half, act_q) // (rows * isa.row_pitch(cols, 1)),
         )
         if group < 1:
             raise ShapeError(
@@ -155,8 +155,8 @@ class MatMulLowering(LoweringBase):
         # per cycle: those rows go at an odd pitch (docs/decisions.md).
         b_pad = 0 if b_trans else 1
         b_lines, b_row = (cols, depth) if b_trans else (depth, cols)
-        b_size = b_lines * isa.row_pitch(b_row, b_pad)
-        c_size = rows * odd_pitch(cols)
+        ldb, ldc = isa.row_pitch(b_row, b_pad), isa.row_pitch(cols, 1)
+        b_size, c_size = b_lines * ldb, rows * ldc  # one head's operand, its last pad included
         for h0 in range(0, layer.count, group):
             g = min(group, layer.count - h0)
             a_base = self.slot("mm_a", Buffer.WGT, 0, wgt_half)
@@ -190,9 +190,9 @@ class MatMulLowering(LoweringBase):
                     phase=phase,
                     reads=(
                         Region(Buffer.WGT, a_addr, rows * depth),
-                        Region(Buffer.ACT, b_addr, b_size - (b_row | b_pad) + b_row),
+                        Region(Buffer.ACT, b_addr, (b_lines - 1) * ldb + b_row),
                     ),
-                    writes=(Region(Buffer.ACC, c_addr, c_size - odd_pitch(cols) + cols),),
+                    writes=(Region(Buffer.ACC, c_addr, (rows - 1) * ldc + cols),),
                 )
             o_base = self.slot("mm_o", Buffer.ACT, 2 * act_q, act_q)
             self.vec(
@@ -201,7 +201,7 @@ class MatMulLowering(LoweringBase):
                 o_base,
                 Buffer.ACC,
                 c_base,
-                g * c_size - odd_pitch(cols) + cols,
+                (g * rows - 1) * ldc + cols,
                 node.name,
                 phase,
             )

@@ -69,6 +69,7 @@ __all__ = [
     "element_bytes",
     "encode",
     "gemm_pitches",
+    "gemm_spans",
     "make",
     "row_pitch",
 ]
@@ -293,8 +294,9 @@ def row_pitch(length: int, pad: int) -> int:
     return length | 1 if pad else length
 
 
-def dma_buffer_pitches(instr: Instruction) -> tuple[int, int, int]:
-    """Return the buffer-side pitches ``(row, plane, block)`` of a LOAD or STORE.
+def dma_buffer_pitches(instr: Instruction | Mapping[str, Any]) -> tuple[int, int, int]:
+    """Return the buffer-side pitches ``(row, plane, block)`` of a LOAD or STORE (an
+    instruction, or its fields before it is made).
 
     The buffer side holds the transfer in loop order; each level's entries are the level
     below packed, except that bit 0, 1, 2 of ``buf_pad`` rounds the row, plane, block pitch
@@ -309,8 +311,9 @@ def dma_buffer_pitches(instr: Instruction) -> tuple[int, int, int]:
     return row, plane, block
 
 
-def dma_buffer_extent(instr: Instruction) -> int:
-    """Return the buffer elements a LOAD or STORE spans, from its first to its last."""
+def dma_buffer_extent(instr: Instruction | Mapping[str, Any]) -> int:
+    """Return the buffer elements a LOAD or STORE spans, from its first to its last (an
+    instruction, or its fields before it is made)."""
     row, plane, block = dma_buffer_pitches(instr)
     last = (
         (instr["blocks"] - 1) * block
@@ -331,6 +334,16 @@ def gemm_pitches(instr: Instruction) -> tuple[int, int, int]:
         row_pitch(b_row, f["b_pad"]),
         row_pitch(f["cols"], f["c_pad"]),
     )
+
+
+def gemm_spans(instr: Instruction) -> tuple[int, int, int]:
+    """Return the elements a GEMM's A (and its indices), B and C span in their buffers: the
+    rows :func:`gemm_pitches` apart, the last one only as long as a row."""
+    rows, cols, depth = instr["rows"], instr["cols"], instr["depth"]
+    kc = depth * instr["n"] // instr["m"]
+    lda, ldb, ldc = gemm_pitches(instr)
+    b_lines, b_row = (cols, depth) if instr["b_trans"] else (depth, cols)
+    return (rows - 1) * lda + kc, (b_lines - 1) * ldb + b_row, (rows - 1) * ldc + cols
 
 
 def buffer_entries(buffer: Buffer, params: SATParams) -> int:
@@ -599,15 +612,11 @@ def _buffer_ranges(instr: Instruction) -> list[tuple[str, Buffer, int, int]]:
     if op in (Opcode.LOAD, Opcode.STORE):
         return [("buf_addr", instr["buffer"], instr["buf_addr"], dma_buffer_extent(instr))]
     if op is Opcode.GEMM:
-        rows, cols, depth = instr["rows"], instr["cols"], instr["depth"]
-        a_cols = depth * instr["n"] // instr["m"]
-        lda, ldb, ldc = gemm_pitches(instr)
-        b_lines, b_row = (cols, depth) if instr["b_trans"] else (depth, cols)
-        a_span = (rows - 1) * lda + a_cols
+        a_span, b_span, c_span = gemm_spans(instr)
         out = [
             ("a_addr", Buffer.WGT, instr["a_addr"], a_span),
-            ("b_addr", Buffer.ACT, instr["b_addr"], (b_lines - 1) * ldb + b_row),
-            ("c_addr", Buffer.ACC, instr["c_addr"], (rows - 1) * ldc + cols),
+            ("b_addr", Buffer.ACT, instr["b_addr"], b_span),
+            ("c_addr", Buffer.ACC, instr["c_addr"], c_span),
         ]
         if instr["n"] < instr["m"]:
             out.append(("a_addr", Buffer.IDX, instr["a_addr"], a_span))

@@ -16,8 +16,6 @@ Events: ``E * elements`` bytes of DRAM traffic and the same bytes of buffer traf
 
 from __future__ import annotations
 
-import numpy as np
-
 from nmsat.hw import isa
 from nmsat.hw.isa import Buffer
 from nmsat.hw.params import SATParams
@@ -52,11 +50,7 @@ def _transfer(instr: isa.Instruction, mem: Memory, to_buffer: bool) -> None:
     dram = mem.dram_block(f["dram_addr"], counts, strides, f["cols"] * size)
     row, plane, block = isa.dma_buffer_pitches(instr)
     cols = f["cols"]
-    span = mem.bits(buffer, f["buf_addr"], isa.dma_buffer_extent(instr), "buf_addr")
-    step = span.strides[0]
-    side = np.lib.stride_tricks.as_strided(
-        span, shape=(*counts, cols), strides=(block * step, plane * step, row * step, step)
-    )
+    side = mem.strided(buffer, f["buf_addr"], (*counts, cols), (block, plane, row), "buf_addr")
     if to_buffer:
         bits = side.view("u1").reshape(*counts, cols, size)
         if buffer is Buffer.IDX:

@@ -99,24 +99,34 @@ class Memory:
         """Return a writable typed view (:data:`VALUE_DTYPES`) of a range of ``buffer``."""
         return self.bits(buffer, addr, count, operand).view(VALUE_DTYPES[buffer])
 
+    def strided(
+        self,
+        buffer: Buffer,
+        addr: int,
+        shape: tuple[int, ...],
+        pitches: tuple[int, ...],
+        operand: str,
+    ) -> NDArray[Any]:
+        """Return a writable view of raw elements: index ``(i, j, ..., c)`` is element
+        ``addr + i*pitches[0] + j*pitches[1] + ... + c``, the last level contiguous.
+
+        ``pitches`` has one entry per level but the last, outermost first. Raises
+        :class:`MachineError` like :meth:`bits` if the span leaves the buffer.
+        """
+        span = 1 + sum((n - 1) * p for n, p in zip(shape, (*pitches, 1), strict=True))
+        flat = self.bits(buffer, addr, span, operand)
+        step = flat.strides[0]
+        view: NDArray[Any] = np.lib.stride_tricks.as_strided(
+            flat, shape=shape, strides=tuple(p * step for p in (*pitches, 1)), writeable=True
+        )
+        return view
+
     def rows(
         self, buffer: Buffer, addr: int, shape: tuple[int, int], pitch: int, operand: str
     ) -> NDArray[Any]:
-        """Return a writable ``(lines, length)`` view of raw elements, rows ``pitch`` apart.
-
-        Row ``r`` starts at element ``addr + r * pitch`` (``pitch >= length``; see
-        :func:`nmsat.hw.isa.row_pitch`). Raises :class:`MachineError` like :meth:`bits` if
-        the span ``(lines - 1) * pitch + length`` leaves the buffer.
-        """
-        lines, length = shape
-        flat = self.bits(buffer, addr, (lines - 1) * pitch + length, operand)
-        if pitch == length:
-            return flat.reshape(lines, length)
-        step = flat.strides[0]
-        view: NDArray[Any] = np.lib.stride_tricks.as_strided(
-            flat, shape=(lines, length), strides=(pitch * step, step), writeable=True
-        )
-        return view
+        """Return a writable ``(lines, length)`` view of raw elements, rows ``pitch`` apart
+        (:meth:`strided`; ``pitch >= length``, see :func:`nmsat.hw.isa.row_pitch`)."""
+        return self.strided(buffer, addr, shape, (pitch,), operand)
 
     def row_values(
         self, buffer: Buffer, addr: int, shape: tuple[int, int], pitch: int, operand: str

@@ -83,25 +83,11 @@ def patterns(params: SATParams) -> list[tuple[int, int]]:
 _OPERANDS = (("a_addr", Buffer.WGT), ("b_addr", Buffer.ACT), ("c_addr", Buffer.ACC))
 
 
-def spans(instr: isa.Instruction) -> tuple[int, int, int]:
-    """Elements of WGT (and IDX), ACT and ACC that a GEMM's A, B and C span: their rows
-    ``isa.gemm_pitches`` apart, the last one only as long as a row."""
-    f = instr.fields
-    lda, ldb, ldc = isa.gemm_pitches(instr)
-    kc = f["depth"] * f["n"] // f["m"]
-    lines, length = (f["cols"], f["depth"]) if f["b_trans"] else (f["depth"], f["cols"])
-    return (
-        (f["rows"] - 1) * lda + kc,
-        (lines - 1) * ldb + length,
-        (f["rows"] - 1) * ldc + f["cols"],
-    )
-
-
 def fit(params: SATParams, instr: isa.Instruction) -> isa.Instruction:
     """``instr`` with each operand address lowered, where needed, so that its span (with
     the pitches) ends inside its buffer."""
     fields = dict(instr.fields)
-    for (name, buffer), span in zip(_OPERANDS, spans(instr), strict=True):
+    for (name, buffer), span in zip(_OPERANDS, isa.gemm_spans(instr), strict=True):
         fields[name] = max(0, min(fields[name], isa.buffer_entries(buffer, params) - span))
     out = isa.make(Opcode.GEMM, **fields)
     isa.check_for_params(out, params)
@@ -145,10 +131,10 @@ def random_gemm(
         "c_pad": c_pad,
     }
     act = isa.buffer_entries(Buffer.ACT, params)
-    while spans(isa.make(Opcode.GEMM, **fields))[1] > act:
+    while isa.gemm_spans(isa.make(Opcode.GEMM, **fields))[1] > act:
         fields["cols"] -= 1
     instr = isa.make(Opcode.GEMM, **fields)
-    for (name, buffer), span in zip(_OPERANDS, spans(instr), strict=True):
+    for (name, buffer), span in zip(_OPERANDS, isa.gemm_spans(instr), strict=True):
         room = isa.buffer_entries(buffer, params) - span
         fields[name] = int(rng.integers(0, room + 1))
     if c_addr is not None:
