@@ -153,10 +153,11 @@ class ConvLowering(LoweringBase):
         wgt_half = self.entries(Buffer.WGT) // 2
         act_q = self.entries(Buffer.ACT) // 4
         acc_half = self.entries(Buffer.ACC) // 2
-        to, tp_limit, stream, pad = self.ws_sizes(node, phase, rows_total, k_total, nm)
+        to, tp_limit, stream = self.ws_sizes(node, phase, rows_total, k_total, nm)
         tiles = position_tiles(out_h, out_w, self.batch, tp_limit, node.name)
-        # B's rows (K) and C's rows (outputs) at an odd pitch where they fit: the STCE reads a
-        # column of each per cycle (docs/decisions.md, bank-conflict-free operand rows).
+        # B's rows (K) and C's rows (outputs) at an odd pitch: the STCE reads a column of
+        # each per cycle (docs/isa.md, "Bank conflicts"; docs/decisions.md).
+        pad = True
         ilv = self.p.interleave if self.o.interleave else 1
         for r0 in range(0, rows_total, to):
             nr = min(to, rows_total - r0)
@@ -263,9 +264,8 @@ class ConvLowering(LoweringBase):
 
     def ws_sizes(
         self, node: Node, phase: Phase, rows_total: int, k_total: int, nm: tuple[int, int]
-    ) -> tuple[int, int, bool, bool]:
-        """Rows of A per block, the most positions per tile, whether A is streamed, and
-        whether B's and C's rows go at an odd pitch (when the tiles still fit with it).
+    ) -> tuple[int, int, bool]:
+        """Rows of A per block, the most positions per tile, and whether A is streamed.
 
         Normally all K chunks of a block of A rows stay resident in half the WGT buffer and
         are reused by every tile of positions. When fewer than ``C * interleave`` rows would
@@ -293,17 +293,27 @@ class ConvLowering(LoweringBase):
                 )
         if to >= cols:
             to = round_down(to, cols)
-        tp_limit = min(4096, acc_half // to, act_q // to, act_q // m)
-        # Rows at an odd pitch take up to one element more each (isa.row_pitch).
-        padded_limit = min(4096, acc_half // to - 1, act_q // to - 1, act_q // m - 1)
-        if self.batch <= padded_limit:
-            return to, padded_limit, stream, True
+        packed_limit = min(4096, acc_half // to, act_q // to, act_q // m)
+        if self.batch > packed_limit:
+            raise ShapeError(
+                f"layer {node.name!r}: batch {self.batch} exceeds the {packed_limit} positions "
+                f"a tile can hold in {self.p.name}; use a smaller batch or larger buffers"
+            )
+        # B's and C's rows go at an odd pitch (isa.row_pitch), one element more each, so that
+        # the GEMMs are free of bank conflicts (a rule of the ISA): fewer rows per block where
+        # a whole batch of positions would not fit with it, but not below one array width.
+        if self.batch >= min(acc_half, act_q) // to:
+            fitting = min(acc_half, act_q) // (self.batch + 1)
+            if fitting >= min(cols, rows_total):
+                to = round_down(fitting, cols) if fitting >= cols else fitting
+        tp_limit = min(4096, acc_half // to - 1, act_q // to - 1, act_q // m - 1)
         if self.batch > tp_limit:
             raise ShapeError(
                 f"layer {node.name!r}: batch {self.batch} exceeds the {tp_limit} positions a "
-                f"tile can hold in {self.p.name}; use a smaller batch or larger buffers"
+                f"tile can hold in {self.p.name} with its rows at an odd pitch; use a smaller "
+                "batch or larger buffers"
             )
-        return to, tp_limit, stream, False
+        return to, tp_limit, stream
 
     def fold_k(self, nm: tuple[int, int]) -> int:
         """Reduction elements of one full fold of the array: ``R m / n`` (whole M-groups).
@@ -440,12 +450,15 @@ class ConvLowering(LoweringBase):
             self.entries(Buffer.ACC) // 2,
             self.entries(Buffer.WGT) // 16,
         )
-        cap = min(shape.c_out, 256, self.entries(Buffer.WGT) // 4 // self.batch, limit // m_cols)
+        # A's and B's rows go at an odd pitch (bank conflicts, docs/isa.md): a whole batch of
+        # positions takes up to batch + 1 elements per row.
+        per_row = self.batch + 1
+        cap = min(shape.c_out, 256, self.entries(Buffer.WGT) // 4 // per_row, limit // m_cols)
         to = shape.c_out if shape.c_out <= cap else round_down(cap, m_rows)
         tk = 0
         if to >= 1:
             tk = round_down(
-                min(shape.k, limit // to, self.entries(Buffer.ACT) // 2 // self.batch), m_cols
+                min(shape.k, limit // to, self.entries(Buffer.ACT) // 2 // per_row), m_cols
             )
         if to < 1 or tk < m_cols:
             raise ShapeError(
@@ -484,9 +497,9 @@ class ConvLowering(LoweringBase):
                 # A's rows (dY channels) and B's rows (X^T: K) at an odd pitch where they fit
                 # (up to one element more per row): the OS array reads a column of A and a
                 # row of B^T per cycle.
-                padded_limit = min(wgt_q // nco - 1, act_half // nk - 1)
-                pad = self.batch <= padded_limit
-                tp_limit = padded_limit if pad else min(wgt_q // nco, act_half // nk)
+                # wu_tiles leaves room for the pad.
+                pad = True
+                tp_limit = min(wgt_q // nco - 1, act_half // nk - 1)
                 tiles = position_tiles(shape.h_out, shape.w_out, self.batch, tp_limit, node.name)
                 c_base = self.slot("wu_acc", Buffer.ACC, 0, acc_half)
                 c_region = Region(Buffer.ACC, c_base, nco * nk)

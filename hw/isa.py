@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +60,7 @@ __all__ = [
     "Opcode",
     "Queue",
     "VecOp",
+    "bank_count",
     "buffer_entries",
     "check_for_params",
     "cycles",
@@ -68,6 +70,7 @@ __all__ = [
     "dma_elements",
     "element_bytes",
     "encode",
+    "gemm_bank_conflict",
     "gemm_pitches",
     "gemm_spans",
     "make",
@@ -355,6 +358,88 @@ def buffer_entries(buffer: Buffer, params: SATParams) -> int:
         Buffer.ACC: params.acc_buffer_entries,
         Buffer.VEC: params.vec_buffer_entries,
     }[buffer]
+
+
+def bank_count(buffer: Buffer, params: SATParams) -> int:
+    """Return the banks the STCE's reads of ``buffer`` are conflict-free in (docs/isa.md,
+    "Bank conflicts"): ``max(R, C) * m_max`` for ACT (one N:M group of ``m`` activations per
+    array edge per cycle), ``R`` for WGT and IDX (one weight per row), ``C`` for ACC (one sum
+    per column), at least ``buffer_banks`` each. Element ``e`` lives in bank ``e % banks``.
+    A buffer built with more banks (a multiple) stays conflict-free for every legal GEMM."""
+    rows, cols = params.array_rows, params.array_cols
+    need = {
+        Buffer.ACT: max(rows, cols) * params.m_max,
+        Buffer.WGT: rows,
+        Buffer.IDX: rows,
+        Buffer.ACC: cols,
+        Buffer.VEC: 1,
+    }[buffer]
+    return max(need, params.buffer_banks)
+
+
+@functools.lru_cache(maxsize=4096)
+def _lattice_clash(x: int, y: int, stride: int, banks: int) -> bool:
+    """Whether the elements ``i + j * stride`` (``i < x``, ``j < y``) fail to fall in
+    distinct banks modulo ``banks`` (a power of two; ``x <= banks``).
+
+    Two of them share a bank when ``di + dj * stride = 0 (mod banks)`` with ``|di| < x`` and
+    ``0 < dj < y`` (``dj = 0`` cannot, as ``x <= banks``): when ``dj * stride`` lies within
+    ``x - 1`` of a multiple of ``banks``. With ``x = 1`` that is ``y > banks / gcd(stride,
+    banks)``, the banks a run at ``stride`` reaches.
+    """
+    if x == 1:
+        return y > banks // math.gcd(stride, banks)
+    for dj in range(1, y):
+        rest = dj * stride % banks
+        if min(rest, banks - rest) < x:
+            return True
+    return False
+
+
+def gemm_bank_conflict(instr: Instruction, params: SATParams) -> str | None:
+    """Return which of a GEMM's per-cycle STCE reads would fall twice in one bank, or None.
+
+    The STCE reads one edge vector per cycle from each buffer (hw/stce/array.py, "Buffer
+    ports"): its distinct elements must lie in distinct banks of :func:`bank_count` banks
+    (docs/isa.md, "Bank conflicts"). With the row pitches ``lda, ldb, ldc``
+    (:func:`gemm_pitches`) and ``V`` the elements of a vector:
+
+    - WS, B (unless transposed): the ``V = min(depth, groups * m)`` consecutive k of one
+      fold, ``ldb`` apart, where a fold's R compressed positions span ``groups = ceil((n -
+      gcd(R, n) + R) / n)`` N:M groups (R for dense);
+    - WS, C: the ``min(C, rows)`` rows of one output block, ``ldc`` apart;
+    - OS, B: ``min(C, cols)`` consecutive j of one k group (``ldb`` apart when transposed),
+      times the ``m`` k of an N:M group (``ldb`` apart unless transposed);
+    - OS, A (and its indices): the ``min(R, rows)`` rows of one fold, ``lda`` apart.
+
+    The other reads are consecutive elements, fewer than the banks.
+    """
+    f = instr.fields
+    rows_r, cols_c = params.array_rows, params.array_cols
+    lda, ldb, ldc = gemm_pitches(instr)
+    n, m = f["n"], f["m"]
+    n_eff, m_eff = (1, 1) if n == m else (n, m)
+    act, wgt, acc = (bank_count(b, params) for b in (Buffer.ACT, Buffer.WGT, Buffer.ACC))
+    checks: list[tuple[str, int, int, int, int]] = []  # (operand, x, y, stride, banks)
+    if f["dataflow"] is Dataflow.WS:
+        groups = (n_eff - math.gcd(rows_r, n_eff) + rows_r + n_eff - 1) // n_eff
+        if not f["b_trans"]:
+            checks.append(("B", 1, min(f["depth"], groups * m_eff), ldb, act))
+        checks.append(("C", 1, min(cols_c, f["rows"]), ldc, acc))
+    else:
+        lanes = min(cols_c, f["cols"])
+        x, y = (m_eff, lanes) if f["b_trans"] else (lanes, m_eff)
+        checks.append(("B", x, y, ldb, act))
+        checks.append(("A", 1, min(rows_r, f["rows"]), lda, wgt))
+    for operand, x, y, stride, banks in checks:
+        if _lattice_clash(x, y, stride, banks):
+            pitch = {"A": "a_pad", "B": "b_pad", "C": "c_pad"}[operand]
+            return (
+                f"{operand}'s row pitch {stride} puts two of the {x * y} elements the "
+                f"{f['dataflow'].name} array reads per cycle in one of {banks} banks (set "
+                f"{pitch} for an odd pitch{', or b_trans' if operand == 'B' else ''})"
+            )
+    return None
 
 
 def _mask_to_queues(mask: int) -> tuple[Queue, ...]:
@@ -657,8 +742,9 @@ def check_for_params(instr: Instruction, params: SATParams) -> None:
     """Check the rules that depend on the configuration.
 
     Buffer operands must lie inside their buffers, N:M patterns must be supported by the
-    hardware, GEMM's interleave must not exceed ``params.interleave``, and LOAD/STORE must
-    stay inside external memory.
+    hardware, GEMM's interleave must not exceed ``params.interleave`` and its operands must
+    be read without bank conflicts (:func:`gemm_bank_conflict`), and LOAD/STORE must stay
+    inside external memory.
 
     Raises
     ------
@@ -684,6 +770,10 @@ def check_for_params(instr: Instruction, params: SATParams) -> None:
         raise IsaError(
             f"GEMM: interleave={fields['interleave']} exceeds the hardware's {params.interleave}"
         )
+    if instr.opcode is Opcode.GEMM:
+        clash = gemm_bank_conflict(instr, params)
+        if clash is not None:
+            raise IsaError(f"GEMM: bank conflict: {clash}")
     if instr.opcode in (Opcode.LOAD, Opcode.STORE):
         size = element_bytes(fields["buffer"])
         span = (

@@ -144,6 +144,31 @@ for g in range(length // m):
     Opcode.HALT: "stop fetching; `done` rises when every queue is empty and idle\n",
 }
 
+#: Rules of an opcode beyond its fields, rendered after its semantics.
+NOTES: Mapping[Opcode, str] = {
+    Opcode.GEMM: """\
+**Bank conflicts.** The STCE reads one vector of each operand per cycle from the banked
+buffers (element `e` of a buffer lives in bank `e % banks`, `banks` from `isa.bank_count`:
+`max(R, C) * m_max` for ACT, R for WGT and IDX, C for ACC, each at least `buffer_banks`).
+A GEMM is legal only if the distinct elements of every such vector lie in distinct banks
+(`isa.gemm_bank_conflict`; the compiler pads the rows it reads across to odd pitches, which
+always passes); otherwise it is illegal (`ILLEGAL_FIELD`, after the range checks). The
+vectors, with V elements:
+
+- WS, B unless `b_trans`: V = min(depth, groups * m) consecutive k, `ldb` apart, where one
+  fold's R compressed positions span groups = ceil((n - gcd(R, n) + R) / n) N:M groups (R
+  and m = 1 for dense);
+- WS, C: min(C, rows) rows of one output block, `ldc` apart;
+- OS, B: min(C, cols) consecutive j (`ldb` apart with `b_trans`) times the m k of one
+  group (`ldb` apart without `b_trans`; 1 k for dense);
+- OS, A and its indices: min(R, rows) rows of one fold, `lda` apart.
+
+A run of V elements `s` apart hits V distinct banks iff V <= banks / gcd(s, banks); the
+OS N:M vector (x consecutive elements times y rows `s` apart) iff no `dy * s` with
+0 < dy < y lies within x - 1 of a multiple of `banks`.
+""",
+}
+
 _TIMING: Mapping[Opcode, list[Callable[..., int]]] = {
     Opcode.LOAD: [isa_timing.dma_cycles],
     Opcode.STORE: [isa_timing.dma_cycles],
@@ -251,6 +276,8 @@ def render() -> str:
                 )
             out.append("\n")
         out.append("Semantics:\n\n```python\n" + SEMANTICS[opcode] + "```\n\n")
+        if opcode in NOTES:
+            out.append(NOTES[opcode] + "\n")
         timing = _TIMING.get(opcode)
         if timing is None:
             out.append("Cycles: 1.\n")

@@ -61,9 +61,11 @@ def gemm_ws_cycles(rows: int, cols: int, depth: int, n: int, m: int, interleave:
     vectors while the next fold's R weight rows shift in behind them, so it lasts
     ``step = max(cols, R)``. Partial sums enter the top of a column preloaded from the
     accumulator buffer, so when ``Fk > 1`` fold k+1 of an output block needs fold k's sums,
-    which take ``R * L + C`` cycles through R chained adders and the column skew; interleave
-    mapping runs the k-folds of ``min(interleave, Fi)`` output blocks round robin, so
-    ``step = max(cols, R, ceil((R * L + C) / min(interleave, Fi)))``. Total:
+    which are written ``R * L + C`` cycles after they were read (R chained adders and the
+    column skew; all columns read a vector in one cycle and write it in one cycle) and can
+    be read back one cycle after that; interleave mapping runs the k-folds of
+    ``min(interleave, Fi)`` output blocks round robin, so
+    ``step = max(cols, R, ceil((R * L + C + 1) / min(interleave, Fi)))``. Total:
     ``R + Fi * Fk * step + R * L + C`` (first weight preload, folds, last drain: C - 1 cycles
     of column skew and the product stage). Each PE holds two weights (double buffering) and
     the weight network addresses PEs individually, so the next fold's weights load during
@@ -75,7 +77,7 @@ def gemm_ws_cycles(rows: int, cols: int, depth: int, n: int, m: int, interleave:
     fi = _cdiv(rows, C)
     step = max(cols, R)
     if fk > 1:
-        step = max(step, _cdiv(R * L + C, min(interleave, fi)))
+        step = max(step, _cdiv(R * L + C + 1, min(interleave, fi)))
     return R + fi * fk * step + R * L + C
 
 

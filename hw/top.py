@@ -5,14 +5,14 @@
 #      s + isa.cycles).
 # Ref: Amaranth 0.5 amaranth.lib.wiring (connect, flipped) and amaranth.lib.memory (Memory:
 #      synchronous read ports, latency 1, not transparent).
-"""Accelerator: the top level, the controller wired to the five units and the five buffers."""
+"""Accelerator: the top level, the controller wired to the five units and the five banked
+buffers."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -20,12 +20,13 @@ from amaranth.lib.wiring import In, Out
 from ._signature import ParameterizedSignature
 from .ctrl import Controller, ErrorCause, TraceSignature
 from .ctrl.controller import CYCLE_BITS
-from .isa import INSTR_BITS, Buffer, buffer_entries
-from .mem.buffer import WideReadPortSignature, WideWritePortSignature
+from .isa import INSTR_BITS, Buffer, bank_count, buffer_entries
+from .mem.buffer import BankedBuffer, PortKind, PortSpec
 from .mem.bus import MemoryBusSignature
 from .mem.dma import DMAEngine
 from .params import SATParams
 from .sore.prune_unit import PruneUnit
+from .stce._control import weight_buses
 from .stce.array import STCE
 from .wuve.wuve import WUVE
 
@@ -82,14 +83,21 @@ class Accelerator(wiring.Component):
     :class:`nmsat.sim.testing.DRAMModel` to it, a board an AXI adapter.
 
     **Buffers.** Each buffer (ACT, WGT, IDX, ACC, VEC; sizes from SATParams through
-    :func:`nmsat.hw.isa.buffer_entries`) is one flat memory with a port for every unit
-    port that uses it, of the width that unit asks for; units of different queues run at
-    the same time, so no port is shared. With tiny.yaml: ACT has 35 read ports (32 one-wide
-    for the STCE's edges, 2 x 4 for the WUVE, 8 for the DMA) and 2 write ports. A wide port
-    of ``k`` lanes is ``k`` one-element memory ports at ``addr + j``, so that any start
-    address works. This serves simulation and Verilog alike, but not an FPGA: block RAM has
-    two ports, so synthesis needs the buffers banked (``buffer_banks``) and the STCE's
-    read ports replicated; the board issue measures what that costs.
+    :func:`nmsat.hw.isa.buffer_entries`) is a :class:`~nmsat.hw.mem.BankedBuffer`: element
+    ``e`` in bank ``e % banks``, each bank one memory with one port per unit port (units of
+    different queues run at the same time, so no port is shared). The STCE's one-element
+    ports of an operand form one gather read (or scatter write) port, one per weight bus for
+    A and its indices: in one cycle they read one vector of the operand (hw/stce/array.py,
+    "Buffer ports"), which for every legal GEMM lies in distinct banks
+    (:func:`nmsat.hw.isa.gemm_bank_conflict`; the controller rejects the others). Every other
+    unit port is wide (consecutive elements; a rotation). ``banks`` is
+    :func:`nmsat.hw.isa.bank_count` or the widest wide port, rounded up to a power of two
+    (:attr:`bank_counts`): with tiny.yaml ACT 32, WGT 8, IDX 16, ACC 4, VEC 8; with
+    vcu1525.yaml ACT 256, WGT 128, IDX 256, ACC 64, VEC 64. ACT's banks then have four read
+    ports (STCE, WUVE x 2, DMA) and two write ports; an FPGA's two-port block RAM needs them
+    replicated or multi-pumped (issue 7 measures it). With ``conflict_check`` (simulation),
+    :attr:`bank_conflict` rises in any cycle where a gather or scatter port meets two rows
+    of one bank, which a legal program never does.
 
     **Verilog.** The buffers and the instruction memory are
     :class:`amaranth.lib.memory.Memory` objects; :func:`nmsat.hw.gen.generate` replaces
@@ -100,6 +108,9 @@ class Accelerator(wiring.Component):
     ----------
     params : SATParams
         The configuration; every size comes from it.
+    conflict_check : bool
+        Build the buffers' bank-conflict detectors (default; ``nmsat build`` leaves them
+        out, and :attr:`bank_conflict` is then 0).
 
     Members
     -------
@@ -126,10 +137,15 @@ class Accelerator(wiring.Component):
         The controller's fetch, start and completion events of each cycle.
     bus : ``Out(MemoryBusSignature(params))``
         The memory bus to external memory.
+    bank_conflict : ``Out(1)``
+        A buffer port met two rows of one bank this cycle (a simulation check).
     """
 
-    def __init__(self, params: SATParams) -> None:
+    def __init__(self, params: SATParams, *, conflict_check: bool = True) -> None:
         self._params = params
+        self._conflict_check = conflict_check
+        #: Banks of each buffer, filled in by elaboration.
+        self.bank_counts: dict[Buffer, int] = {}
         pc_bits = IMEM_ADDR_BITS + 1
         super().__init__(
             {
@@ -145,6 +161,7 @@ class Accelerator(wiring.Component):
                 "elapsed_cycles": Out(CYCLE_BITS),
                 "trace": Out(TraceSignature(pc_bits)),
                 "bus": Out(MemoryBusSignature(params)),
+                "bank_conflict": Out(1),
             }
         )
 
@@ -223,121 +240,87 @@ class Accelerator(wiring.Component):
             store.done.eq(dma.done & storing),
         ]
 
-        # -- buffers: one port per unit port -------------------------------------------------
+        # -- buffers: banked, one bank port per unit port ------------------------------------
+        # The STCE's one-element ports of an edge group form one gather (scatter) port: its
+        # reads in one cycle are one vector of the operand, conflict-free for every legal
+        # GEMM (isa.gemm_bank_conflict); every other unit port is wide (consecutive lanes).
+        buses = weight_buses(params)
+        stce_wgt = [[stce.wgt_read[r * buses + b] for r in range(params.array_rows)]
+                    for b in range(buses)]  # fmt: skip
+        stce_idx = [[stce.idx_read[r * buses + b] for r in range(params.array_rows)]
+                    for b in range(buses)]  # fmt: skip
         ports: dict[Buffer, tuple[list[Any], list[Any]]] = {
             Buffer.ACT: (
-                [*stce.act_read, *wuve.act_read, dma.act_read],
+                [list(stce.act_read), *wuve.act_read, dma.act_read],
                 [wuve.act_write, dma.act_write],
             ),
             Buffer.WGT: (
-                [*stce.wgt_read, *wuve.wgt_read, dma.wgt_read],
+                [*stce_wgt, *wuve.wgt_read, dma.wgt_read],
                 [prune.wgt_write, wuve.wgt_write, dma.wgt_write],
             ),
             Buffer.IDX: (
-                [*stce.idx_read, wuve.idx_read, dma.idx_read],
+                [*stce_idx, wuve.idx_read, dma.idx_read],
                 [prune.idx_write, dma.idx_write],
             ),
             Buffer.ACC: (
-                [*stce.acc_read, *wuve.acc_read, dma.acc_read],
-                [*stce.acc_write, wuve.acc_write, dma.acc_write],
+                [list(stce.acc_read), *wuve.acc_read, dma.acc_read],
+                [list(stce.acc_write), wuve.acc_write, dma.acc_write],
             ),
             Buffer.VEC: (
                 [prune.vec_read, *wuve.vec_read, dma.vec_read],
                 [*wuve.vec_write, dma.vec_write],
             ),
         }
+        conflicts: list[Any] = []
         for buffer, (readers, writers) in ports.items():
             name = buffer.name.lower()
-            bits = DMAEngine.element_bits(buffer, params)
-            store_ = _PortedBuffer(
+            wide = [_lanes(port) for port in (*readers, *writers) if not isinstance(port, list)]
+            banks = max(bank_count(buffer, params), *wide)
+            banks = 1 << (banks - 1).bit_length()  # a power of two
+            self.bank_counts[buffer] = banks
+            store_ = BankedBuffer(
                 depth_entries=buffer_entries(buffer, params),
-                element_bits=bits,
-                read_lanes=[_lanes(port) for port in readers],
-                write_lanes=[_lanes(port) for port in writers],
+                element_bits=DMAEngine.element_bits(buffer, params),
+                banks=banks,
+                read_ports=[_spec(port, PortKind.GATHER) for port in readers],
+                write_ports=[_spec(port, PortKind.SCATTER) for port in writers],
+                conflict_check=self._conflict_check,
             )
             m.submodules[f"{name}_buffer"] = store_
             for port, target in zip(readers, store_.read, strict=True):
-                wiring.connect(m, unit=port, buffer=target)
+                if isinstance(port, list):
+                    for lane, unit in enumerate(port):
+                        m.d.comb += [
+                            target.addr[lane].eq(unit.addr),
+                            target.en[lane].eq(unit.en),
+                            unit.data[0].eq(target.data[lane]),
+                        ]
+                else:
+                    wiring.connect(m, unit=port, buffer=target)
             for port, target in zip(writers, store_.write, strict=True):
-                wiring.connect(m, unit=port, buffer=target)
+                if isinstance(port, list):
+                    for lane, unit in enumerate(port):
+                        m.d.comb += [
+                            target.addr[lane].eq(unit.addr),
+                            target.en[lane].eq(unit.en[0]),
+                            target.data[lane].eq(unit.data[0]),
+                        ]
+                else:
+                    wiring.connect(m, unit=port, buffer=target)
+            checks = (*store_.read_conflict, *store_.write_conflict)
+            conflicts += [check for check in checks if check is not None]
+        m.d.comb += self.bank_conflict.eq(Cat(*conflicts).any() if conflicts else 0)
         return m
+
+
+def _spec(port: Any, indexed: PortKind) -> PortSpec:
+    """The buffer port for a unit port: wide, or gather/scatter for a list of one-lane ports."""
+    if isinstance(port, list):
+        return PortSpec(indexed, len(port))
+    return PortSpec.wide(_lanes(port))
 
 
 def _lanes(port: Any) -> int:
     """Lanes of a unit's wide buffer port (the length of its data array)."""
     lanes: int = port.data.shape().length
     return lanes
-
-
-class _PortedBuffer(wiring.Component):
-    """One on-chip buffer: a flat memory with wide ports of any widths (read latency 1).
-
-    Read port ``i`` has ``read_lanes[i]`` lanes: ``en`` and ``addr`` in cycle t give element
-    ``addr + j`` in lane ``j`` in cycle t + 1, held while ``en`` is low; a read sees the
-    contents before the writes of its cycle. Write port ``i`` stores lane ``j`` at
-    ``addr + j`` at the end of the cycle where ``en`` bit ``j`` is set; lanes past the end
-    are dropped, read lanes past the end wrap (unspecified data, as for
-    :class:`~nmsat.hw.mem.BankedBuffer`). Two writes of one element in one cycle leave it
-    unspecified.
-
-    Members
-    -------
-    read0, read1, ... : ``Out(WideReadPortSignature(depth_entries, element_bits, lanes))``
-        The read ports, ``lanes = read_lanes[i]``; also the tuple :attr:`read`.
-    write0, write1, ... : ``Out(WideWritePortSignature(depth_entries, element_bits, lanes))``
-        The write ports, ``lanes = write_lanes[i]``; also the tuple :attr:`write`.
-    """
-
-    def __init__(
-        self,
-        *,
-        depth_entries: int,
-        element_bits: int,
-        read_lanes: Sequence[int],
-        write_lanes: Sequence[int],
-    ) -> None:
-        self._depth = depth_entries
-        self._bits = element_bits
-        shape = {"depth_entries": depth_entries, "element_bits": element_bits}
-        super().__init__(
-            {
-                **{
-                    f"read{i}": Out(WideReadPortSignature(**shape, lanes=lanes))
-                    for i, lanes in enumerate(read_lanes)
-                },
-                **{
-                    f"write{i}": Out(WideWritePortSignature(**shape, lanes=lanes))
-                    for i, lanes in enumerate(write_lanes)
-                },
-            }
-        )
-        self.read = tuple(getattr(self, f"read{i}") for i in range(len(read_lanes)))
-        self.write = tuple(getattr(self, f"write{i}") for i in range(len(write_lanes)))
-
-    def elaborate(self, platform: object) -> Module:
-        m = Module()
-        depth = self._depth
-        m.submodules.memory = memory = Memory(shape=self._bits, depth=depth, init=[])
-        wraps = depth & (depth - 1) != 0  # a power of two wraps by truncation
-
-        def element(addr: Any, lane: int) -> Any:
-            at = addr + lane
-            return Mux(at >= depth, at - depth, at) if wraps and lane else at
-
-        for port in self.write:
-            for lane in range(_lanes(port)):
-                mem_port = memory.write_port()
-                m.d.comb += [
-                    mem_port.addr.eq(element(port.addr, lane)),
-                    mem_port.data.eq(port.data[lane]),
-                    mem_port.en.eq(port.en[lane] & (port.addr + lane < depth)),
-                ]
-        for port in self.read:
-            for lane in range(_lanes(port)):
-                mem_port = memory.read_port()
-                m.d.comb += [
-                    mem_port.addr.eq(element(port.addr, lane)),
-                    mem_port.en.eq(port.en),
-                    port.data[lane].eq(mem_port.data),
-                ]
-        return m

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value
@@ -21,9 +22,11 @@ from ..isa import (
     OPCODE_QUEUE,
     PAYLOADS,
     Buffer,
+    Dataflow,
     Opcode,
     Queue,
     VecOp,
+    bank_count,
     buffer_entries,
     element_bytes,
 )
@@ -153,6 +156,8 @@ class InstructionChecker(wiring.Component):
 
         # -- stage B: sums and comparisons, the cause --------------------------------------
         range_bad, dram_bad, stride_bad = self._stage_b(a_word, a_regs)
+        is_gemm = a_word.header.opcode == Opcode.GEMM
+        bank_bad = is_gemm & self._bank_conflict(a_word.payload.gemm, a_regs)
         illegal = Mux(
             a_regs["opcode_bad"],
             Illegal.OPCODE,
@@ -162,7 +167,11 @@ class InstructionChecker(wiring.Component):
                 Mux(
                     range_bad,
                     Illegal.RANGE,
-                    Mux(a_regs["config_bad"], Illegal.FIELD, Mux(dram_bad, Illegal.RANGE, 0)),
+                    Mux(
+                        a_regs["config_bad"] | bank_bad,
+                        Illegal.FIELD,
+                        Mux(dram_bad, Illegal.RANGE, 0),
+                    ),
                 ),
             ),
         )
@@ -402,3 +411,58 @@ class InstructionChecker(wiring.Component):
             },
         )
         return range_bad, dram_bad, stride_bad
+
+    def _bank_conflict(self, gemm: data.View, a: Mapping[str, Value]) -> Value:
+        """Whether a GEMM's per-cycle STCE reads clash in a bank: the cases of
+        :func:`nmsat.hw.isa.gemm_bank_conflict`, from the fields and stage A's ``kc``."""
+        params = self._params
+        rows_r, cols_c = params.array_rows, params.array_cols
+        act, wgt, acc = (bank_count(b, params) for b in (Buffer.ACT, Buffer.WGT, Buffer.ACC))
+        dense = gemm.n == gemm.m
+        m_eff = Mux(dense, 1, gemm.m)
+        lda = a["kc"] | gemm.a_pad
+        b_row = Mux(gemm.b_trans, gemm.depth, gemm.cols)
+        ldb = b_row | gemm.b_pad
+        ldc = gemm.cols | gemm.c_pad
+
+        def lowest(value: Value, bound: int) -> Value:
+            return Mux(value < bound, value, bound)
+
+        def spread(stride: Value, banks: int) -> Value:
+            """Banks a run at ``stride`` reaches: banks / gcd(stride, banks)."""
+            result: Value = Const(banks)
+            for t in range(1, banks.bit_length()):
+                result = Mux(stride[:t] == 0, banks >> t, result)
+            return result
+
+        def clash(x: Value | int, y: Value, y_max: int, stride: Value, banks: int) -> Value:
+            """The elements i + j * stride (i < x, j < y <= y_max) miss distinct banks."""
+            bits = banks.bit_length() - 1
+            low = stride[:bits] if bits else Const(0)
+            terms = []
+            for dj in range(1, y_max):
+                rest = (low * dj)[:bits] if bits else Const(0)
+                near = Mux(rest < banks - rest, rest, banks - rest)
+                terms.append((dj < y) & (near < x))
+            return _any(terms)
+
+        # WS: a fold's N:M groups (R positions from any phase; R for dense), times m.
+        groups = _select(
+            gemm.n,
+            {n: (n - math.gcd(rows_r, n) + rows_r + n - 1) // n for n in range(1, 17)},
+        )
+        ws_groups = Mux(dense, rows_r, groups)
+        fold_k = ws_groups * m_eff
+        ws_k = Mux(fold_k < gemm.depth, fold_k, gemm.depth)
+        ws_bad = (~gemm.b_trans & (ws_k > spread(ldb, act))) | (
+            lowest(gemm.rows, cols_c) > spread(ldc, acc)
+        )
+        # OS: min(C, cols) columns times the m k of a group; A's rows.
+        lanes = lowest(gemm.cols, cols_c)
+        os_b = Mux(
+            gemm.b_trans,
+            clash(m_eff, lanes, cols_c, ldb, act),
+            clash(lanes, m_eff, params.m_max, ldb, act),
+        )
+        os_bad = os_b | (lowest(gemm.rows, rows_r) > spread(lda, wgt))
+        return Mux(gemm.dataflow == Dataflow.WS, ws_bad, os_bad)

@@ -9,14 +9,15 @@
 The STCE is driven by one *master sequencer* per dataflow that runs the loop nest of the
 instruction at the array's corner (row 0, column 0). Every cycle it emits *records*: what the
 corner edge reads from the buffers this cycle and what it does one cycle later, when the data
-has arrived. The records travel along the array's edges through register chains (one stage
-per row or column, ``adder_latency`` stages per row in the weight-stationary dataflow), and
-each column turns its record into its own ACC reads and writes with a few adders. The
-timing of every record follows the fold structure that ``gemm_ws_cycles`` and
-``gemm_os_cycles`` describe; see :class:`nmsat.hw.stce.STCE` for the schedule.
+has arrived. The row records travel down the array's left edge through register chains (one
+stage per row, ``adder_latency`` stages per row in the weight-stationary dataflow) for the
+rows' controls (an operation, a row's weight flags ``valid``, ``col`` and, from ``q``, its
+zero weight). The timing of every record follows the fold structure that
+``gemm_ws_cycles`` and ``gemm_os_cycles`` describe; see :class:`nmsat.hw.stce.STCE` for the
+schedule.
 
-The activation and weight reads are the exception: their addresses do not travel. Each
-master also emits the corner's activation read (:func:`ws_act_layout`,
+No buffer address travels: every edge reads (and the columns write) in the corner's cycle.
+Each master also emits the corner's activation read (:func:`ws_act_layout`,
 :func:`os_act_layout`), and *every* edge reads its group in that same cycle, at the address
 its record would have had: :func:`row_read` and :func:`col_read` step the corner's read
 ``r`` rows or ``c`` columns on in closed form (no chain of adders). Likewise every row reads
@@ -26,8 +27,10 @@ vector of B (WS), or all columns those of one reduction step (OS), and all rows 
 weights of one output row of a fold (WS: ``A[i, q0 + r]``) or of one reduction step (OS:
 ``A[i0 + r, q]``), which banked ACT and WGT/IDX buffers can serve; the STCE delays the data
 ``r * adder_latency`` (WS) or ``r`` / ``c`` (OS) cycles to the cycle in which the edge's
-record arrives. The records still travel for the edges' controls (a row's weight flags
-``valid``, ``col`` and, from ``q``, its zero weight).
+record arrives. The accumulators likewise (:func:`acc_port`): all columns read in column 0's
+cycle and write in column C-1's, one vector of partial sums ``C[i0 + c, j]`` (WS, ``ldc``
+apart) or C consecutive elements of one output row (OS, the shadow chains), and the STCE
+delays column ``c``'s read data ``c`` cycles and its write data ``C - 1 - c``.
 
 Every cycle number below is a *read cycle*: a record emitted in cycle t reads in t, and the
 array uses the data in t + 1 (an edge's activations and weights: in t + 1 plus its delay).
@@ -57,14 +60,14 @@ __all__ = [
     "COUNT_BITS",
     "Decoded",
     "acc_layout",
+    "acc_port",
+    "acc_write_layout",
     "col_layout",
     "col_read",
     "os_act_layout",
     "os_master",
     "row_layout",
     "row_read",
-    "step_acc",
-    "step_col",
     "step_row",
     "weight_buses",
     "weight_read",
@@ -150,7 +153,8 @@ def os_act_layout() -> data.StructLayout:
 
 
 def col_layout() -> data.StructLayout:
-    """Record of one array column's shadow chain in the output-stationary dataflow.
+    """Record of column 0's shadow chain in the output-stationary dataflow (column ``c``
+    does the same ``c`` cycles later, at output column ``j + c``).
 
     ``ch``: the shadow chain shifts one cycle later; ``rd``/``rd_*``: the value shifted in is
     read (a later fold's initial sum); ``wr``/``wr_*``: the value shifted out is written (an
@@ -173,13 +177,24 @@ def col_layout() -> data.StructLayout:
 
 
 def acc_layout() -> data.StructLayout:
-    """Record of one column's partial sums in the weight-stationary dataflow.
+    """Record of column 0's partial sums in the weight-stationary dataflow.
 
     ``valid``: a vector's sum enters (or leaves) the column; ``rd``: it starts from the
     accumulator buffer (a later reduction fold, or ``accumulate``), else from +0; ``addr``,
     ``i``: its element and output row; ``last``: the instruction's last sum.
     """
     return data.StructLayout({"valid": 1, "rd": 1, "addr": ADDR_BITS, "i": COUNT_BITS, "last": 1})
+
+
+def acc_write_layout() -> data.StructLayout:
+    """Column 0's ACC write as it waits for column C-1's write cycle (both dataflows).
+
+    ``valid``: the columns write (WS: a vector's sums leave the bottom row; OS: the shadow
+    chains shift out results of an existing output row); ``addr``: column 0's element;
+    ``idx``: its output row (WS) or column (OS), which :func:`acc_port` steps per column and
+    bounds; ``last``: the instruction's last write.
+    """
+    return data.StructLayout({"valid": 1, "addr": ADDR_BITS, "idx": COUNT_BITS, "last": 1})
 
 
 def _sig(m: Module, shape: Any, name: str, value: Any) -> Signal:
@@ -209,7 +224,8 @@ class Decoded:
     ``ws_grem`` (B advance per reduction fold), ``ws_c_lda`` and ``ws_c_ldc`` (C rows of A
     and of C: the advance per output block), ``ws_row_off[r]`` and ``ws_row_phase[r]``
     (``r = a * n + b`` compressed positions: ``a`` groups of B, as an address step, and
-    ``b``; :func:`row_read`).
+    ``b``; :func:`row_read`), ``acc_col_off[c]`` (column ``c``'s ACC element past column
+    0's: ``c`` rows of C, ``c * ldc``, in WS; ``c`` in OS; :func:`acc_port`).
     OS: ``os_ilv`` (I), ``os_period`` (max(I, L)), ``os_ri`` (R * I), ``os_fold``,
     ``os_ci`` (C * I), ``os_fj_bstep``, ``os_a_bstep``, ``os_r_lda`` and ``os_r_ldc`` (R rows
     of A and of C), ``os_a_row_off[r]`` (r rows of A: :func:`weight_read`), ``os_rm1_ldc``
@@ -244,8 +260,11 @@ class Decoded:
         # -- weight-stationary: gemm_ws_cycles' step, and B's advance per reduction fold ----
         row_folds = _sig(m, COUNT_BITS, "dec_ws_fi", (cfg.rows + (C - 1)) >> log2C)
         blocks = _sig(m, 5, "dec_ws_blocks", _min(cfg.interleave, row_folds))
-        # ceil((R * L + C) / g) for the g = min(interleave, Fi) <= 16 output blocks in flight.
-        dependency = Array(Const(-(-(R * L + C) // g) if g else 0, 16) for g in range(32))
+        # ceil((R * L + C + 1) / g) for the g = min(interleave, Fi) <= 16 output blocks in
+        # flight: a later reduction fold reads a partial sum back (column 0's read cycle)
+        # strictly after the cycle it was written in (column C-1's write cycle, R * L + C
+        # cycles after the read), so Fi * step >= g * step must exceed R * L + C.
+        dependency = Array(Const(-(-(R * L + C + 1) // g) if g else 0, 16) for g in range(32))
         base = _max(cfg.cols, R)
         step = Mux((self.kc > R) & (dependency[blocks] > base), dependency[blocks], base)
         self.ws_step = _sig(m, COUNT_BITS, "dec_ws_step", step)
@@ -268,6 +287,10 @@ class Decoded:
             part = Array(Const(r % n if n else 0, 5) for n in range(32))[self.n_eff]
             self.ws_row_off.append(_sig(m, ADDR_BITS, f"dec_ws_row_off{r}", whole * self.grp_step))
             self.ws_row_phase.append(_sig(m, 5, f"dec_ws_row_phase{r}", part))
+        self.acc_col_off = [
+            _sig(m, ADDR_BITS, f"dec_acc_col_off{c}", Mux(self.ws, self.ldc * c, c))
+            for c in range(C)
+        ]
 
         # -- output-stationary: gemm_os_cycles' I and fold length ---------------------------
         col_groups = _sig(m, COUNT_BITS, "dec_os_ccols", (cfg.cols + (C - 1)) >> log2C)
@@ -306,20 +329,6 @@ def step_row(m: Module, rec: Any, d: Decoded, name: str) -> Any:
         m.d.comb += out.q.eq(rec.q + 1)
         for b in range(len(rec.loads)):
             m.d.comb += out.loads[b].q.eq(rec.loads[b].q + 1)
-    return out
-
-
-def step_col(m: Module, rec: Any, d: Decoded, name: str) -> Any:
-    """Return the output-stationary record of the next column: the next output column (the
-    column's activations: :func:`col_read`)."""
-    out = Signal.like(rec, name=name)
-    m.d.comb += [
-        out.eq(rec),
-        out.rd_addr.eq(rec.rd_addr + 1),
-        out.rd_j.eq(rec.rd_j + 1),
-        out.wr_addr.eq(rec.wr_addr + 1),
-        out.wr_j.eq(rec.wr_j + 1),
-    ]
     return out
 
 
@@ -371,12 +380,22 @@ def weight_read(m: Module, row0: Any, d: Decoded, r: int, b: int, name: str) -> 
     return en, addr
 
 
-def step_acc(m: Module, rec: Any, d: Decoded, name: str) -> Any:
-    """Return the weight-stationary partial-sum record of the next column: the next row
-    (``ldc`` further)."""
-    out = Signal.like(rec, name=name)
-    m.d.comb += [out.eq(rec), out.addr.eq(rec.addr + d.ldc), out.i.eq(rec.i + 1)]
-    return out
+def acc_port(
+    m: Module, en: Value, addr: Value, idx: Value, d: Decoded, c: int, name: str
+) -> tuple[Value, Value]:
+    """Return column ``c``'s ACC access in column 0's cycle (a read) or column C-1's (a
+    write): whether it accesses and its address (combinational).
+
+    ``en``, ``addr`` and ``idx`` are column 0's access: WS, the partial sum ``C[i, j]`` with
+    ``idx = i``; column ``c`` accesses ``C[i + c, j]``, ``c`` rows further, if output row
+    ``i + c`` exists. OS, a shadow chain's element ``C[i, j]`` with ``idx = j`` (``en``
+    already checks row ``i``); column ``c`` accesses ``C[i, j + c]`` if output column
+    ``j + c`` exists.
+    """
+    limit = Mux(d.ws, d.cfg.rows, d.cfg.cols)
+    en_c = _sig(m, 1, f"{name}_en", en & (idx + c < limit))
+    addr_c = _sig(m, ADDR_BITS, f"{name}_addr", addr + d.acc_col_off[c])
+    return en_c, addr_c
 
 
 # -- the master sequencers ------------------------------------------------------------------

@@ -25,15 +25,14 @@ from ..params import SATParams
 from ..shared import Shared
 from ._cell import Cell
 from ._control import (
-    ADDR_BITS,
     Decoded,
     acc_layout,
+    acc_port,
+    acc_write_layout,
     col_read,
     os_master,
     row_layout,
     row_read,
-    step_acc,
-    step_col,
     step_row,
     weight_buses,
     weight_read,
@@ -98,14 +97,14 @@ class _Edge(NamedTuple):
     bus_indices: list[Value]
 
 
-class _PsumColumn(NamedTuple):
-    """A column's weight-stationary partial sum at the top: read request and value."""
+class _AccReads(NamedTuple):
+    """The ACC reads' results: each column's sum as it enters row 0 (WS ``psum_in``, OS
+    ``shadow_in``), each column's shadow shift (OS), and column 0's partial-sum record in
+    its read cycle (WS)."""
 
-    valid: Value
-    rd: Value
-    addr: Value
-    i: Value
-    top: Value
+    tops: list[Value]
+    shifts: list[Value]
+    psum0: Any
 
 
 class STCE(wiring.Component):
@@ -139,14 +138,18 @@ class STCE(wiring.Component):
     (``gemm_ws_cycles``) whose ``cols`` vectors come at its end; the first window starts
     ``R`` cycles after ``start``. Row ``r`` sees everything ``r * L`` cycles after row 0
     (the adder skew; its activations and weights are read with row 0's and delayed, see
-    "Buffer ports"), column ``c`` one cycle later than column ``c - 1``. A fold's weights
-    load column by column through a per-row weight bus, each in the cycle of the fold's
-    first vector at that PE (the PE's bypass), so no fold waits for weights; a fold may
-    last only R cycles, so with ``C > R`` folds take turns on ``B = ceil(C / R)`` buses
-    per row. Rows past
-    ``Kc`` in the last reduction fold multiply ``-0`` by ``+0``: adding ``-0`` leaves every
-    partial sum unchanged, ``-0`` included. A later reduction fold reads the partial sums
-    back ``Fi * step >= R * L + C`` cycles after they were written.
+    "Buffer ports"), column ``c`` one cycle later than column ``c - 1`` (its partial sums
+    are read with column 0's and delayed, and its sums wait for column C-1's to be
+    written with them). A fold's weights load column by column through a per-row weight
+    bus, each in the cycle of the fold's first vector at that PE (the PE's bypass), so no
+    fold waits for weights; a fold may last only R cycles, so with ``C > R`` folds take
+    turns on ``B = ceil(C / R)`` buses per row. Rows past ``Kc`` in the last reduction
+    fold multiply ``-0`` by ``+0``: adding ``-0`` leaves every partial sum unchanged,
+    ``-0`` included. All columns read a vector's partial sums in
+    column 0's read cycle and write its sums ``R * L + C`` cycles later, in column C-1's
+    write cycle; a later reduction fold reads them back ``Fi * step`` cycles after the
+    earlier one read them, so ``Fi * step >= R * L + C + 1`` (the formula's dependency
+    term) puts the read at least one cycle after the write, which it then sees.
 
     **Output-stationary** (``dataflow = OS``). PE ``(r, c)`` accumulates outputs
     ``(fi * R + r, fj * C * I + a * C + c)`` for its ``I = min(interleave, ceil(cols / C))``
@@ -154,14 +157,19 @@ class STCE(wiring.Component):
     moves right (loaded through the PE's weight bypass), the activation groups move down.
     A fold's results leave, and the next fold's initial sums (``accumulate``) enter, through
     each column's chain of shadow registers while the next fold computes; the drain after
-    the last fold swaps the accumulators out and shifts them down.
+    the last fold swaps the accumulators out and shifts them down. Column ``c``'s chain
+    shifts one cycle after column ``c - 1``'s; all columns read their chains' initial sums
+    in column 0's read cycle and write their results in column C-1's write cycle (see
+    "Buffer ports"). A fold's chains read the next fold's sums and write the previous
+    fold's results, other elements of C, so moving the reads earlier and the writes later
+    changes no cycle: the last write is still in the cycle before ``done``.
 
     **Buffer ports.** Every array edge reads its own operands through ports one element wide
-    that read at most once per cycle. The partial sums and the shadow chains are read in
-    the cycle before the edge needs them. The activations and A are read by all edges in
-    the same cycle, the corner's, and wait in a shift register per edge (``m_max * 16``
-    bits wide per edge for the activations, ``16 + index_bits`` per row and weight bus for
-    A; no reset, no enable) until the edge needs them:
+    that read at most once per cycle. All edges read in the same cycle, the corner's, and
+    the data waits in a shift register per edge (``m_max * 16`` bits wide per edge for the
+    activations, ``16 + index_bits`` per row and weight bus for A, 32 per column for the
+    sums; no reset, no enable) until the edge needs it; the columns' results likewise wait
+    for the last column's and are written with it:
 
     - ``act_read``: ``max(R, C) * m_max`` ports, ``m_max`` per edge: row ``r``'s activation
       group (WS) or column ``c``'s (OS). WS: in one cycle all rows read the groups of one
@@ -184,7 +192,14 @@ class STCE(wiring.Component):
       IDX) buffer of ``R`` banks: always in WS (R consecutive elements), and in OS when A
       is at an odd pitch (``a_pad``).
     - ``acc_read`` and ``acc_write``: ``C`` ports each, one per column (partial sums in and
-      out of the columns, or the shadow chains).
+      out of the columns, or the shadow chains). WS: in one cycle (column 0's read cycle)
+      all columns read the partial sums ``C[i0 + c, j]`` of one vector ``j``, and column
+      ``c``'s data is delayed ``c`` cycles; in one cycle (column C-1's write cycle) all
+      columns write the sums ``C[i0 + c, j]`` of one vector, column ``c``'s delayed
+      ``C - 1 - c`` cycles. OS: likewise, the chains read (``accumulate``) and write one
+      output row's C consecutive elements ``C[i, j0 + c]`` per cycle. So one cycle's
+      distinct read (and write) addresses fall in distinct banks of an ACC buffer of ``C``
+      banks: WS when C is at an odd pitch (``c_pad``: ``ldc`` apart), OS always.
 
     Parameters
     ----------
@@ -257,7 +272,6 @@ class STCE(wiring.Component):
         # re-evaluates a module's combinational logic as a whole when any input changes.
         m = Module()
         params = self._params
-        R, C = params.array_rows, params.array_cols
 
         # -- the instruction: latched, and visible in the start cycle itself ---------------
         top = Module()
@@ -279,31 +293,10 @@ class STCE(wiring.Component):
         top.d.comb += row0.eq(Mux(d.ws, ws_row0, os_row0))
 
         edges = self._build_rows(m, d, row0)
-        shifts, os_reads = self._build_os_columns(m, d, os_col0)
-        psums, sums = self._build_ws_columns(m, d, ws_acc0)
+        reads = self._build_acc_reads(m, d, ws_acc0, os_col0)
         groups = self._build_act_ports(m, d, ws_read0, os_read0)
-        pes = self._build_cells(m, d, edges, groups, shifts, psums)
-
-        # -- accumulator ports -----------------------------------------------------------------
-        for c in range(C):
-            col = Module()
-            m.submodules[f"acc_port{c}"] = col
-            psum, out, shift = psums[c], sums[c], shifts[c]
-            os_en, os_addr = os_reads[c]
-            bottom = pes[R - 1][c]
-            col.d.comb += [
-                self.acc_read[c].en.eq(
-                    Mux(d.ws, psum.valid & psum.rd & (psum.i < cfg.rows), os_en)
-                ),
-                self.acc_read[c].addr.eq(Mux(d.ws, psum.addr, os_addr)),
-                self.acc_write[c].en.eq(
-                    Mux(d.ws, out.valid & (out.i < cfg.rows), shift.shift & shift.wr)
-                ),
-                self.acc_write[c].addr.eq(Mux(d.ws, out.addr, shift.addr)),
-                self.acc_write[c].data[0].eq(Mux(d.ws, bottom.psum_out, bottom.shadow_out)),
-            ]
-        done_next = Signal()
-        top.d.comb += done_next.eq((sums[C - 1].valid & sums[C - 1].last) | shifts[C - 1].last)
+        pes = self._build_cells(m, d, edges, groups, reads.shifts, reads.tops)
+        done_next = self._build_acc_writes(m, d, reads.psum0, os_col0, pes)
         top.d.sync += self.done.eq(done_next)
         with top.If(self.start):
             top.d.sync += self.busy.eq(1)
@@ -401,67 +394,105 @@ class STCE(wiring.Component):
             edges.append(_Edge(regs, op, bus_values, bus_indices))
         return edges
 
-    def _build_os_columns(
-        self, m: Module, d: Decoded, col0: Any
-    ) -> tuple[list[Any], list[tuple[Value, Value]]]:
-        """Build the output-stationary shadow-chain records; return each column's shift (and
-        write) one cycle later, and its ACC read. (Its activations: ``_build_act_ports``.)"""
-        C = self._params.array_cols
-        cfg = d.cfg
-        shifts, reads = [], []
-        rec = col0
-        for c in range(C):
-            cm = Module()
-            m.submodules[f"os_col{c}"] = cm
-            if c:
-                nxt = step_col(cm, rec, d, f"os_col{c}_next")
-                rec = Signal.like(nxt, name=f"os_col{c}")
-                cm.d.sync += rec.eq(nxt)
-            en = Signal(name=f"os_col{c}_rd_en")
-            cm.d.comb += en.eq(rec.rd & (rec.rd_i < cfg.rows) & (rec.rd_j < cfg.cols))
-            reads.append((en, rec.rd_addr))
-            shift = Signal(
-                data.StructLayout({"shift": 1, "wr": 1, "addr": ADDR_BITS, "last": 1}),
-                name=f"os_col{c}_shift",
-            )
-            cm.d.sync += [
-                shift.shift.eq(rec.ch),
-                shift.wr.eq(rec.wr & (rec.wr_i < cfg.rows) & (rec.wr_j < cfg.cols)),
-                shift.addr.eq(rec.wr_addr),
-                shift.last.eq(rec.last),
-            ]
-            shifts.append(shift)
-        return shifts, reads
+    def _build_acc_reads(self, m: Module, d: Decoded, ws_acc0: Any, os_col0: Any) -> _AccReads:
+        """Drive the ACC read ports; return each column's sum as it enters row 0, each
+        column's shadow shift (OS), and column 0's partial-sum record (WS).
 
-    def _build_ws_columns(self, m: Module, d: Decoded, acc0: Any) -> tuple[list[Any], list[Any]]:
-        """Build the weight-stationary partial-sum chains: into the top, out of the bottom."""
+        All columns read in column 0's read cycle (:func:`acc_port`): WS, the partial sums
+        ``C[i0 + c, j]`` of one vector (``psum0``, one cycle after the master's record, as
+        the sums enter a cycle after the activations); OS, one shadow-chain element of C
+        consecutive output columns (``os_col0``). Column ``c``'s data then waits ``c``
+        cycles in a shift register (no reset, no enable), the delay with which the column
+        sees column 0's schedule.
+        """
+        params = self._params
+        C = params.array_cols
+        cfg = d.cfg
+        cm = Module()
+        m.submodules.acc_corner = cm
+        psum0 = Signal(acc_layout(), name="psum0")
+        cm.d.sync += psum0.eq(ws_acc0)
+        rd_en = Signal(name="acc_rd_en")
+        rd_addr = Signal.like(psum0.addr, name="acc_rd_addr")
+        rd_idx = Signal.like(psum0.i, name="acc_rd_idx")
+        cm.d.comb += [
+            rd_en.eq(Mux(d.ws, psum0.valid & psum0.rd, os_col0.rd & (os_col0.rd_i < cfg.rows))),
+            rd_addr.eq(Mux(d.ws, psum0.addr, os_col0.rd_addr)),
+            rd_idx.eq(Mux(d.ws, psum0.i, os_col0.rd_j)),
+        ]
+        # The data arrives a cycle after the read; a WS sum that starts afresh takes +0.
+        from_acc = Signal(name="acc_from_buffer")
+        cm.d.sync += from_acc.eq(~d.ws | psum0.rd)
+        tops: list[Value] = []
+        shifts: list[Value] = []
+        for c in range(C):
+            am = Module()
+            m.submodules[f"acc_read{c}"] = am
+            en, addr = acc_port(am, rd_en, rd_addr, rd_idx, d, c, f"acc{c}_rd")
+            port = self.acc_read[c]
+            value = Signal(32, name=f"acc{c}_rd_value")
+            am.d.comb += [
+                port.en.eq(en),
+                port.addr.eq(addr),
+                value.eq(Mux(from_acc, port.data[0], 0)),
+            ]
+            tops.append(delay(am, value, c, f"acc{c}_rd"))
+            # Column c's shadow chain shifts c + 1 cycles after column 0's record.
+            shift = Signal(name=f"acc{c}_shift")
+            am.d.sync += shift.eq(shifts[-1] if c else os_col0.ch)
+            shifts.append(shift)
+        return _AccReads(tops, shifts, psum0)
+
+    def _build_acc_writes(
+        self, m: Module, d: Decoded, psum0: Any, os_col0: Any, pes: list[list[Cell]]
+    ) -> Value:
+        """Drive the ACC write ports; return ``done`` one cycle early.
+
+        All columns write in column C-1's write cycle (:func:`acc_port`): WS, the sums
+        ``C[i0 + c, j]`` of one vector, ``R * L + C`` cycles after column 0 read them (a sum
+        leaves column 0's bottom ``1 + R * L`` cycles after its read, column C-1's ``C - 1``
+        later); OS, one element of the shadow chains, C consecutive output columns, ``C``
+        cycles after column 0's record (column 0 shifts it out a cycle after its record).
+        Column ``c``'s result waits ``C - 1 - c`` cycles in a shift register (no reset, no
+        enable). The last write is in the cycle before ``done``.
+        """
         params = self._params
         R, C, L = params.array_rows, params.array_cols, params.adder_latency
-        psums, sums = [], []
-        psum = sum_ = None
+        cfg = d.cfg
+        wm = Module()
+        m.submodules.acc_write = wm
+        ws_rec = Signal(acc_write_layout(), name="ws_write0")
+        os_rec = Signal(acc_write_layout(), name="os_write0")
+        wm.d.comb += [
+            ws_rec.valid.eq(psum0.valid),
+            ws_rec.addr.eq(psum0.addr),
+            ws_rec.idx.eq(psum0.i),
+            ws_rec.last.eq(psum0.valid & psum0.last),
+            os_rec.valid.eq(os_col0.wr & (os_col0.wr_i < cfg.rows)),
+            os_rec.addr.eq(os_col0.wr_addr),
+            os_rec.idx.eq(os_col0.wr_j),
+            os_rec.last.eq(os_col0.last),
+        ]
+        rec = Signal(acc_write_layout(), name="acc_write0")
+        ws_late = delay(wm, ws_rec, R * L + C, "ws_write", reset_less=False)
+        os_late = delay(wm, os_rec, C, "os_write", reset_less=False)
+        wm.d.comb += rec.eq(Mux(d.ws, ws_late, os_late))
         for c in range(C):
-            cm = Module()
-            m.submodules[f"ws_col{c}"] = cm
-            if c:
-                nxt = step_acc(cm, psum, d, f"psum{c}_next")
-                psum = Signal.like(nxt, name=f"psum{c}")
-                cm.d.sync += psum.eq(nxt)
-                nxt = step_acc(cm, sum_, d, f"sum{c}_next")
-                sum_ = Signal.like(nxt, name=f"sum{c}")
-                cm.d.sync += sum_.eq(nxt)
-            else:
-                psum = Signal(acc_layout(), name="psum0")
-                cm.d.sync += psum.eq(acc0)
-                # A sum leaves the bottom 1 + R * L cycles after it entered the top.
-                sum_ = Signal(acc_layout(), name="sum0")
-                cm.d.comb += sum_.eq(delay(cm, psum, 1 + R * L, "sum0", reset_less=False))
-            flag = Signal(name=f"psum{c}_from_acc")
-            cm.d.sync += flag.eq(psum.rd)
-            psum_top = Signal(32, name=f"psum{c}_top")
-            cm.d.comb += psum_top.eq(Mux(flag, self.acc_read[c].data[0], 0))
-            psums.append(_PsumColumn(psum.valid, psum.rd, psum.addr, psum.i, psum_top))
-            sums.append(sum_)
-        return psums, sums
+            wc = Module()
+            m.submodules[f"acc_write{c}"] = wc
+            en, addr = acc_port(wc, rec.valid, rec.addr, rec.idx, d, c, f"acc{c}_wr")
+            bottom = pes[R - 1][c]
+            value = Signal(32, name=f"acc{c}_wr_value")
+            wc.d.comb += value.eq(Mux(d.ws, bottom.psum_out, bottom.shadow_out))
+            port = self.acc_write[c]
+            wc.d.comb += [
+                port.en.eq(en),
+                port.addr.eq(addr),
+                port.data[0].eq(delay(wc, value, C - 1 - c, f"acc{c}_wr")),
+            ]
+        done_next = Signal(name="done_next")
+        wm.d.comb += done_next.eq(rec.last)
+        return done_next
 
     def _build_act_ports(self, m: Module, d: Decoded, ws_read: Any, os_read: Any) -> list[Any]:
         """Drive the activation ports; return each edge's group as it arrives.
@@ -516,8 +547,8 @@ class STCE(wiring.Component):
         d: Decoded,
         edges: list[_Edge],
         groups: list[Any],
-        shifts: list[Any],
-        psums: list[_PsumColumn],
+        shifts: list[Value],
+        tops: list[Value],
     ) -> list[list[Cell]]:
         """Build the PEs with their hop registers (operations right, activations right in WS
         and down in OS) and chain them down the columns."""
@@ -551,7 +582,7 @@ class STCE(wiring.Component):
                     cell.col.eq(c),
                     cell.op_in.eq(edge.op if c == 0 else cells[r][c - 1].op),
                     cell.bus.eq(edge.regs.buses),
-                    cell.shadow_shift.eq(shifts[c].shift),
+                    cell.shadow_shift.eq(shifts[c]),
                     cell.shadow_last.eq(shadow_last),
                     *(cell.bus_values[b].eq(edge.bus_values[b]) for b in range(buses)),
                     *(cell.bus_indices[b].eq(edge.bus_indices[b]) for b in range(buses)),
@@ -563,10 +594,7 @@ class STCE(wiring.Component):
                 if r:
                     links.d.comb += cell.acts_up.eq(cells[r - 1][c].acts)
                 if r == 0:
-                    links.d.comb += [
-                        cell.psum_in.eq(psums[c].top),
-                        cell.shadow_in.eq(self.acc_read[c].data[0]),
-                    ]
+                    links.d.comb += [cell.psum_in.eq(tops[c]), cell.shadow_in.eq(tops[c])]
                 else:
                     above = cells[r - 1][c]
                     links.d.comb += [

@@ -173,7 +173,8 @@ def test_rules(opcode: Opcode, fields: dict[str, Any], match: str) -> None:
 
 
 def _gemm(**kw: Any) -> isa.Instruction:
-    base = {"n": 2, "m": 8, "rows": 4, "cols": 16, "depth": 64, "interleave": 3}
+    base = {"n": 2, "m": 8, "rows": 4, "cols": 16, "depth": 64, "interleave": 3, "b_pad": 1,
+            "c_pad": 1}  # fmt: skip
     return isa.make(Opcode.GEMM, **{**base, **kw})
 
 
@@ -181,8 +182,9 @@ def _gemm(**kw: Any) -> isa.Instruction:
 @pytest.mark.parametrize("b_trans", [0, 1])
 def test_padded_operands_fit_to_the_last_element(pad: int, b_trans: int) -> None:
     """Each operand spans ``(lines - 1) * pitch + row`` elements: ending on the buffer's last
-    element fits, one element further overruns (even row lengths, so the pad shows)."""
-    rows, cols, depth, n, m = 3, 6, 16, 2, 8
+    element fits, one element further overruns (even row lengths, so the pad shows; two rows
+    of C, which packed at pitch 6 still fall in two of tiny's four ACC banks)."""
+    rows, cols, depth, n, m = 2, 6, 16, 2, 8
     kc = depth * n // m
     pitch = isa.row_pitch
     spans = {
@@ -247,10 +249,10 @@ def test_cycle_formulas_by_hand() -> None:
                      planes=3, plane_stride=30, blocks=2, block_stride=100)  # fmt: skip
     assert isa.dma_elements(load4) == 180
     assert isa.cycles(load4, TINY) == 8 + 18 * 2
-    # WS, 2:8, depth 64 -> Kc 16 -> Fk 4; rows 4 -> Fi 1; step max(16, 4, (12 + 4) / 1) = 16
-    assert isa.cycles(_gemm(), TINY) == 4 + 4 * 16 + 12 + 4
-    # cols 2 -> the partial-sum dependency dominates: step = 16 cycles
-    assert isa.cycles(_gemm(cols=2), TINY) == 4 + 4 * 16 + 12 + 4
+    # WS, 2:8, depth 64 -> Kc 16 -> Fk 4; rows 4 -> Fi 1; step max(16, 4, (12 + 4 + 1) / 1)
+    assert isa.cycles(_gemm(), TINY) == 4 + 4 * 17 + 12 + 4
+    # cols 2 -> the partial-sum dependency dominates: step = 17 cycles
+    assert isa.cycles(_gemm(cols=2), TINY) == 4 + 4 * 17 + 12 + 4
     # OS: dense depth 8, rows 4, cols 12, interleave 3 -> I = 3, Fj = 1
     os_ = _gemm(n=8, m=8, depth=8, cols=12, dataflow=Dataflow.OS)
     assert isa.cycles(os_, TINY) == 8 * 3 + 4 * 3 + 4 + 4 + 3
@@ -308,3 +310,76 @@ def test_interleave_hides_adder_latency_in_os() -> None:
 def test_format_instruction_names_fields() -> None:
     text = format_instruction(_gemm(push=[Queue.STORE], pop=[Queue.LOAD, Queue.PRUNE]))
     assert text.startswith("GEMM pop=load,prune push=store n=2 m=8 dataflow=WS")
+
+
+# -- bank conflicts ------------------------------------------------------------------------
+
+_BANK_PARAMS = {
+    "tiny": TINY,
+    "vcu1525": BOARD,
+    # n not dividing R: a fold's positions start at every phase of a group.
+    "odd-nm": TINY.replace(nm_patterns=((3, 4), (1, 2), (3, 8))),
+}
+
+
+@st.composite
+def _small_gemms(draw: Any, params: Any) -> isa.Instruction:
+    n, m = draw(st.sampled_from([*params.nm_patterns, (1, 1), (4, 4)]))
+    rows_r, cols_c = params.array_rows, params.array_cols
+    return isa.make(
+        Opcode.GEMM, n=n, m=m, interleave=1,
+        dataflow=draw(st.sampled_from(Dataflow)),
+        b_trans=draw(st.integers(0, 1)),
+        rows=draw(st.integers(1, 2 * max(rows_r, cols_c) + 1)),
+        cols=draw(st.sampled_from([1, 2, 3, cols_c, cols_c + 1, 2 * cols_c, 96, 100])),
+        depth=m * draw(st.integers(1, 3 * rows_r + 1)),
+        a_pad=draw(st.integers(0, 1)), b_pad=draw(st.integers(0, 1)),
+        c_pad=draw(st.integers(0, 1)),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(_BANK_PARAMS))
+def test_gemm_bank_conflict_matches_enumeration(name: str, bank_clash: Any) -> None:
+    """The closed forms of isa.gemm_bank_conflict agree with listing every vector the STCE
+    reads per cycle, on random GEMMs of both verdicts; check_for_params raises exactly then."""
+    params = _BANK_PARAMS[name]
+    seen: set[bool] = set()
+
+    @given(_small_gemms(params))
+    def check(instr: isa.Instruction) -> None:
+        want = bank_clash(instr, params)
+        got = isa.gemm_bank_conflict(instr, params)
+        assert (got is not None) == want, (instr, got)
+        seen.add(want)
+        if want:
+            with pytest.raises(IsaError, match=r"bank conflict|overruns"):  # ranges first
+                isa.check_for_params(instr, params)
+
+    check()
+    assert seen == {False, True}
+
+
+def test_gemm_bank_conflict_pads_make_compiled_layouts_legal() -> None:
+    """What the compiler emits is legal: WS with B and C padded (or B transposed), OS with A
+    and B padded; packed rows at a multiple of the banks are not."""
+    for n, m in [*BOARD.nm_patterns, (1, 1)]:
+        ws = {"n": n, "m": m, "rows": 96, "cols": 64, "depth": 16 * m, "interleave": 4}
+        legal = isa.make(Opcode.GEMM, **ws, b_pad=1, c_pad=1)
+        assert isa.gemm_bank_conflict(legal, BOARD) is None
+        legal_t = isa.make(Opcode.GEMM, **ws, b_trans=1, c_pad=1)
+        assert isa.gemm_bank_conflict(legal_t, BOARD) is None
+        packed = isa.make(Opcode.GEMM, **ws)
+        assert "B's row pitch 64" in (isa.gemm_bank_conflict(packed, BOARD) or "")
+    os_ = {
+        "n": 1,
+        "m": 1,
+        "dataflow": Dataflow.OS,
+        "rows": 64,
+        "cols": 64,
+        "depth": 64,
+        "interleave": 4,
+        "b_trans": 1,
+    }
+    assert isa.gemm_bank_conflict(isa.make(Opcode.GEMM, **os_, a_pad=1, b_pad=1), BOARD) is None
+    assert "A's row pitch 64" in (isa.gemm_bank_conflict(isa.make(Opcode.GEMM, **os_, b_pad=1),
+                                                          BOARD) or "")  # fmt: skip

@@ -27,7 +27,7 @@ from nmsat.hw import isa
 from nmsat.hw.ctrl import ErrorCause
 from nmsat.hw.isa import Buffer, Opcode, Queue
 from nmsat.hw.params import SATParams, load_params
-from nmsat.hw.top import Accelerator, _PortedBuffer
+from nmsat.hw.top import Accelerator
 from nmsat.models.zoo import load_model_yaml
 from nmsat.sim.host import softmax_loss_grad
 from nmsat.sim.model import Machine, RunResult
@@ -70,6 +70,7 @@ class _Run:
     fetch: list[tuple[int, int]]  # (cycle, pc)
     start: list[tuple[int, int]]  # (cycle, queue)
     complete: list[tuple[int, int]]  # (cycle, queue)
+    conflicts: int = 0  # cycles in which a buffer port met two rows of one bank
 
 
 class _ImageMemory:
@@ -106,7 +107,7 @@ class _Host:
         m.submodules.top = top
         trace = top.trace
         fields = [top.elapsed_cycles, trace.fetch, trace.fetch_pc, trace.start,
-                  trace.complete, top.done, top.error]  # fmt: skip
+                  trace.complete, top.done, top.error, top.bank_conflict]  # fmt: skip
         widths = [len(field) for field in fields]
         probe = Signal(sum(widths))
         m.d.comb += probe.eq(Cat(*fields))
@@ -135,7 +136,8 @@ class _Host:
                     for width in widths:
                         unpacked.append(value & ((1 << width) - 1))
                         value >>= width
-                    t, fetched, fetch_pc, started, completed, done, error = unpacked
+                    t, fetched, fetch_pc, started, completed, done, error, clash = unpacked
+                    run.conflicts += clash
                     if done or error:
                         break
                     if fetched:
@@ -183,6 +185,7 @@ def _expected_events(machine: Machine, result: RunResult) -> dict[str, list[tupl
 def _check_run(machine: Machine, result: RunResult, run: _Run, what: str) -> None:
     assert run.status == result.status, f"{what}: {run} vs {result.cause}"
     assert run.cycles == result.cycles, f"{what}: {run.cycles} cycles, model {result.cycles}"
+    assert run.conflicts == 0, f"{what}: {run.conflicts} cycles with a bank conflict"
     want = _expected_events(machine, result)
     assert sorted(run.fetch) == want["fetch"], what
     assert sorted(run.start) == want["start"], what
@@ -280,7 +283,7 @@ def test_illegal_instruction_stops_with_its_pc() -> None:
         isa.encode(Opcode.LOAD, push=[Queue.COMPUTE], buffer=Buffer.ACT, dram_addr=0x100,
                    rows=1, cols=32),
         isa.encode(Opcode.GEMM, pop=[Queue.LOAD], n=4, m=4, rows=4, cols=4, depth=4,
-                   interleave=1),
+                   interleave=1, c_pad=1),
         7,  # undefined opcode
         isa.encode(Opcode.HALT),
         # A second program: a VEC whose destination overruns the ACC buffer.
@@ -299,62 +302,3 @@ def test_illegal_instruction_stops_with_its_pc() -> None:
     for run, result in zip(runs, results, strict=True):
         _check_run(machine, result, run, f"run from {result.trace.pc[0]}")
     assert [run.cause for run in runs] == [ErrorCause.ILLEGAL_OPCODE, ErrorCause.OUT_OF_RANGE]
-
-
-@pytest.mark.sim
-def test_ported_buffer_wide_ports_at_any_address() -> None:
-    # A depth that is not a power of two: lanes past the end are dropped on write; read
-    # lanes past the end are unspecified and not compared.
-    depth, bits = 12, 8
-    buffer = _PortedBuffer(depth_entries=depth, element_bits=bits, read_lanes=[1, 4],
-                           write_lanes=[3, 1])  # fmt: skip
-    rng = np.random.default_rng(5)
-    model = np.zeros(depth, dtype=np.int64)  # -1: unspecified
-    mismatches: list[str] = []
-
-    async def bench(ctx: Any) -> None:
-        pending: list[tuple[int, int, list[int]]] = []  # (port, addr, expected lanes)
-        for cycle in range(400):
-            for index, port in enumerate(buffer.read):
-                lanes = port.data.shape().length
-                addr = int(rng.integers(depth))
-                enabled = bool(rng.integers(2))
-                ctx.set(port.en, enabled)
-                ctx.set(port.addr, addr)
-                if enabled:
-                    want = [int(model[addr + j]) if addr + j < depth else -1 for j in range(lanes)]
-                    # -1: past the end, or unspecified
-                    pending.append((index, addr, want))
-            writes = []
-            for port in buffer.write:
-                lanes = port.data.shape().length
-                addr = int(rng.integers(depth))
-                mask = int(rng.integers(1 << lanes))
-                values = [int(v) for v in rng.integers(0, 1 << bits, lanes)]
-                ctx.set(port.addr, addr)
-                ctx.set(port.en, mask)
-                for j, value in enumerate(values):
-                    ctx.set(port.data[j], value)
-                writes.append((addr, mask, values))
-            await ctx.tick()
-            # Reads of this cycle saw the contents before its writes.
-            for index, addr, want in pending:
-                port = buffer.read[index]
-                for j, value in enumerate(want):
-                    got = ctx.get(port.data[j])
-                    if value >= 0 and got != value:
-                        mismatches.append(f"cycle {cycle} port {index} @{addr}+{j}: {got}")
-            pending.clear()
-            # Two writes of one element in one cycle leave it unspecified (-1: not compared).
-            touched: set[int] = set()
-            for addr, mask, values in writes:
-                for j, value in enumerate(values):
-                    if mask >> j & 1 and addr + j < depth:
-                        model[addr + j] = -1 if addr + j in touched else value
-                        touched.add(addr + j)
-
-    sim = Simulator(buffer)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
-    assert not mismatches, mismatches[:5]

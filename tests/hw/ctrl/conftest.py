@@ -274,13 +274,22 @@ def random_operation(
 
 
 @pytest.fixture(scope="session")
-def controller_harness() -> Any:
+def controller_harness(make_legal: Any) -> Any:
     """The harness functions of this folder (pytest imports test modules by path)."""
-    return _Harness()
+    return _Harness(make_legal)
 
 
 class _Harness:
     run = staticmethod(run_controller)
     compare = staticmethod(compare_with_model)
     cause_of = staticmethod(cause_of)
-    random_operation = staticmethod(random_operation)
+
+    def __init__(self, make_legal: Any) -> None:
+        self._make_legal = make_legal
+
+    def random_operation(
+        self, rng: random.Random, params: SATParams, queue: Queue, **masks: Any
+    ) -> isa.Instruction:
+        """:func:`random_operation`, its GEMMs free of bank conflicts (odd pitches)."""
+        instr = random_operation(rng, params, queue, **masks)
+        return self._make_legal(instr, params) if instr.opcode is Opcode.GEMM else instr

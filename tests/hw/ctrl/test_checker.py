@@ -302,8 +302,12 @@ def _boundary_words(params: SATParams) -> list[tuple[int, bool]]:
 
 @pytest.mark.sim
 @pytest.mark.parametrize("name", ["tiny", "vcu1525"])
-def test_checker_padded_operands_at_buffer_end(name: str, controller_harness: Any) -> None:
-    """An operand whose padded span ends at the buffer's last element fits; one more overruns."""
+def test_checker_padded_operands_at_buffer_end(
+    name: str, controller_harness: Any, bank_clash: Any
+) -> None:
+    """An operand whose padded span ends at the buffer's last element fits; one more overruns.
+    A GEMM that fits but whose packed rows clash in a bank is illegal (a configuration rule,
+    after the range checks)."""
     params = load_params(name)
     cases = _boundary_words(params)
     words = [word for word, _ in cases]
@@ -314,6 +318,9 @@ def test_checker_padded_operands_at_buffer_end(name: str, controller_harness: An
     problems = []
     for (pc, illegal), (word, fits) in zip(verdict.items(), cases, strict=True):
         want = ErrorCause.NONE if fits else ErrorCause.OUT_OF_RANGE
+        instr = decode_fast(word)
+        if fits and instr.opcode is Opcode.GEMM and bank_clash(instr, params):
+            want = ErrorCause.ILLEGAL_FIELD
         model, _, message = _model(word, params, controller_harness.cause_of)
         got = _VERDICT[illegal]
         if not got == model == want:

@@ -126,7 +126,7 @@ def _raw(opcode: Opcode, fields: dict[str, Any], *, flip: int = 0, **raw: int) -
 
 
 _LONG_LOAD = (Opcode.LOAD, {"buffer": Buffer.ACT, "rows": 40, "cols": 8, "dram_stride": 8})
-_GEMM = {"n": 2, "m": 4, "rows": 4, "cols": 4, "depth": 8, "interleave": 1}
+_GEMM = {"n": 2, "m": 4, "rows": 4, "cols": 4, "depth": 8, "interleave": 1, "c_pad": 1}
 _NOP_PUSH = (Opcode.NOP, {"queue": LOAD, "push": [COMPUTE]})
 
 
@@ -163,6 +163,8 @@ def _error_programs(params: SATParams) -> list[tuple[ErrorCause, list[int], bool
     add(ErrorCause.ILLEGAL_FIELD, _raw(Opcode.GEMM, _GEMM, m=3))
     add(ErrorCause.ILLEGAL_FIELD, _raw(Opcode.GEMM, _GEMM, n=3, m=4))
     add(ErrorCause.ILLEGAL_FIELD, _raw(Opcode.GEMM, _GEMM, interleave=params.interleave + 1))
+    # C's 4 rows 4 apart, packed: in one bank of 4 (docs/isa.md, bank conflicts).
+    add(ErrorCause.ILLEGAL_FIELD, _raw(Opcode.GEMM, _GEMM, c_pad=0))
     add(ErrorCause.ILLEGAL_FIELD, _raw(Opcode.PRUNE, prune, n=16, m=16))
     add(ErrorCause.ILLEGAL_FIELD, _raw(Opcode.LOAD, dma, dram_stride=3))
     add(ErrorCause.ILLEGAL_FIELD, _raw(Opcode.UPDATE, update, v_addr=4))

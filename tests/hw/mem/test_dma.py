@@ -516,9 +516,9 @@ class _Harness(Elaboratable):
         for buf in Buffer:
             lanes = DMAEngine.port_lanes(buf, params)
             self.buffers[buf] = BankedBuffer(
-                params.replace(buffer_banks=lanes),
                 depth_entries=isa.buffer_entries(buf, params),
                 element_bits=DMAEngine.element_bits(buf, params),
+                banks=lanes,
             )
 
     def elaborate(self, platform: object) -> Module:

@@ -28,6 +28,19 @@ Weights (A, ``wgt_read``, and its indices, ``idx_read``: the same addresses, N:M
   reduction step in the same cycle, an odd pitch apart: distinct banks modulo R.
 - Negative control: output-stationary with A packed and Kc a multiple of R puts all rows'
   reads in one bank.
+
+Accumulators (``acc_read`` and ``acc_write``, one port per column; C banks):
+
+- Weight-stationary, every pattern, C at an odd pitch (``c_pad``): in one cycle all
+  columns read the partial sums ``C[i0 + c, j]`` of one vector, and in one cycle write one
+  vector's sums, ``ldc`` apart: distinct banks modulo C, reads and writes alike.
+- Output-stationary, dense: the shadow chains read and write C consecutive elements of one
+  output row per cycle: distinct banks modulo C.
+- Negative control: weight-stationary with C packed and ``cols`` a multiple of C puts the
+  columns' sums of one vector in one bank.
+- Reading a vector in column 0's cycle and writing it in column C-1's leaves the later
+  reduction fold one cycle less slack: with the partial-sum dependency binding the fold,
+  each sum's reads and writes still alternate (a read strictly after the write before it).
 """
 
 from __future__ import annotations
@@ -229,3 +242,140 @@ def test_os_packed_a_clashes(stce) -> None:
     wgt: list[list[tuple[int, int]]] = []
     stce.run(TINY, [(stce.memory(TINY, 17), [instr])], wgt_reads=wgt)
     assert _clashes(wgt, R)
+
+
+# -- accumulators -------------------------------------------------------------------------
+
+
+def _columns_per_cycle(ports: list[list[tuple[int, int]]]) -> int:
+    """The most ACC ports (one per column) enabled in one cycle."""
+    return max((len(cycle) for cycle in ports), default=0)
+
+
+def _check_acc_banks(reads: list[list[tuple[int, int]]], writes: list[list[tuple[int, int]]],
+                     banks: int) -> None:  # fmt: skip
+    """Every cycle's distinct ACC read addresses, and likewise its write addresses, fall in
+    distinct banks modulo ``banks``; some cycle has all columns reading, and some writing."""
+    for kind, ports in (("reads", reads), ("writes", writes)):
+        assert _columns_per_cycle(ports) == banks, f"ACC {kind}: never all columns in a cycle"
+        clashes = _clashes(ports, banks)
+        assert not clashes, f"ACC {kind}: {len(clashes)} cycles, first {clashes[:3]}, banks {banks}"
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("name", list(PARAMS))
+def test_ws_acc_ports_fall_in_distinct_banks(stce, name: str) -> None:
+    """WS, every pattern (dense m = 1..16 and the N:M), C at an odd pitch (``c_pad``),
+    accumulating (so every GEMM reads): all columns read the partial sums ``C[i0 + c, j]``
+    of one vector in one cycle, and write one vector's in one cycle, an odd pitch apart:
+    distinct banks modulo C, for the reads and for the writes. (B at an odd pitch too, so
+    that its reads are conflict-free as well.)"""
+    params = PARAMS[name]
+    rng = np.random.default_rng([*map(ord, name), 1])
+    program = []
+    for nm in stce.patterns(params):
+        pads = (int(rng.integers(2)), 1, 1)
+        program.append(stce.gemm(params, rng, Dataflow.WS, nm, pads=pads, accumulate=1))
+    reads: list[list[tuple[int, int]]] = []
+    writes: list[list[tuple[int, int]]] = []
+    stce.run(params, [(stce.memory(params, 19), program)], acc_reads=reads, acc_writes=writes)
+    _check_acc_banks(reads, writes, params.array_cols)
+
+
+@pytest.mark.sim
+def test_os_acc_ports_fall_in_distinct_banks(stce) -> None:
+    """OS, dense m = 1..16, accumulating, C packed or padded: per cycle the shadow chains of
+    all columns read (and write) one output row's C consecutive elements: distinct banks
+    modulo C. (A and B at odd pitches, so that their reads are conflict-free as well.)"""
+    rng = np.random.default_rng(23)
+    program = [
+        stce.gemm(TINY, rng, Dataflow.OS, (m, m), accumulate=1, pads=(1, 1, c_pad))
+        for m in (1, 2, 4, 8, 16)
+        for c_pad in (0, 1)
+    ]
+    reads: list[list[tuple[int, int]]] = []
+    writes: list[list[tuple[int, int]]] = []
+    stce.run(TINY, [(stce.memory(TINY, 23), program)], acc_reads=reads, acc_writes=writes)
+    _check_acc_banks(reads, writes, TINY.array_cols)
+
+
+@pytest.mark.sim
+def test_ws_packed_c_clashes(stce) -> None:
+    """Negative control: WS, C packed with ``cols = 2C``, accumulating: the columns' partial
+    sums of one vector are ``2C`` elements apart, one bank of C, for reads and writes."""
+    C = TINY.array_cols
+    instr = isa.make(
+        Opcode.GEMM,
+        n=1,
+        m=1,
+        dataflow=Dataflow.WS,
+        accumulate=1,
+        b_trans=0,
+        interleave=1,
+        rows=C,
+        cols=2 * C,
+        depth=2 * TINY.array_rows,
+        a_addr=5,
+        b_addr=9,
+        c_addr=3,
+        a_pad=0,
+        b_pad=0,
+        c_pad=0,
+    )
+    reads: list[list[tuple[int, int]]] = []
+    writes: list[list[tuple[int, int]]] = []
+    stce.run(TINY, [(stce.memory(TINY, 29), [instr])], acc_reads=reads, acc_writes=writes)
+    assert _clashes(reads, C)
+    assert _clashes(writes, C)
+
+
+def _order_errors(
+    reads: list[list[tuple[int, int]]], writes: list[list[tuple[int, int]]], want: str
+) -> list[tuple[int, str]]:
+    """Addresses whose ACC reads (R) and writes (W), in cycle order, are not ``want``; a read
+    in a write's cycle sees the old value, so it counts as before the write. Returns
+    (address, events) for the first few."""
+    events: dict[int, list[tuple[int, int, str]]] = {}
+    for kind, rank, ports in (("R", 0, reads), ("W", 1, writes)):
+        for cycle, here in enumerate(ports):
+            for addr in {a for _p, a in here}:
+                events.setdefault(addr, []).append((cycle, rank, kind))
+    seqs = {addr: "".join(kind for *_key, kind in sorted(evs)) for addr, evs in events.items()}
+    return [(addr, seq) for addr, seq in sorted(seqs.items()) if seq != want][:5]
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("blocks", [1, 2, 3])
+@pytest.mark.parametrize("accumulate", [0, 1])
+def test_ws_later_fold_reads_after_write(stce, blocks: int, accumulate: int) -> None:
+    """WS with the partial-sum dependency binding the fold (``cols = 1``, ``Fi = interleave``,
+    ``Fk = 3``): each partial sum is read back by the next reduction fold strictly after the
+    cycle it was written in (reads and writes of each address alternate), and values and
+    cycles match the model."""
+    R, C = TINY.array_rows, TINY.array_cols
+    instr = isa.make(
+        Opcode.GEMM,
+        n=1,
+        m=1,
+        dataflow=Dataflow.WS,
+        accumulate=accumulate,
+        b_trans=0,
+        interleave=blocks,
+        rows=blocks * C,
+        cols=1,
+        depth=3 * R,
+        a_addr=0,
+        b_addr=0,
+        c_addr=7,
+        a_pad=0,
+        b_pad=0,
+        c_pad=1,
+    )
+    reads: list[list[tuple[int, int]]] = []
+    writes: list[list[tuple[int, int]]] = []
+    stce.run(TINY, [(stce.memory(TINY, 31), [instr])], acc_reads=reads, acc_writes=writes)
+    # Three reduction folds per element: read (with accumulate) and write, three times.
+    want = "RW" * 3 if accumulate else "WRWRW"
+    assert sum(map(len, writes)) == 3 * blocks * C
+    bad = _order_errors(reads, writes, want)
+    assert not bad, f"reads and writes out of order (R read, W write): {bad}"

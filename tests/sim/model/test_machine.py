@@ -198,16 +198,18 @@ def test_host_access_checks() -> None:
 # -- modes, events and progress ------------------------------------------------------------
 
 MIXED = """
-LOAD push=compute buffer=ACT rows=16 cols=8 dram_stride=8
+LOAD push=compute buffer=ACT rows=16 cols=8 dram_stride=8 buf_pad=1
 LOAD push=prune buffer=VEC buf_addr=64 rows=4 cols=16 dram_stride=16 dram_addr=0x400
 PRUNE pop=load push=compute n=2 m=4 rows=4 cols=16 src_addr=64
-GEMM pop=load,prune push=store n=2 m=4 rows=4 cols=8 depth=16 interleave=2
-GEMM push=update n=1 m=1 rows=4 cols=8 depth=16 interleave=1 c_addr=64
-VEC pop=compute push=store op=RELU length=32 dst_buf=ACC src0_buf=ACC dst_addr=64 src0_addr=64
-STORE pop=compute buffer=ACC rows=4 cols=8 dram_stride=8 dram_addr=0x1000
-STORE pop=update buffer=ACC buf_addr=64 rows=4 cols=8 dram_stride=8 dram_addr=0x2000
+GEMM pop=load,prune push=store n=2 m=4 rows=4 cols=8 depth=16 interleave=2 b_pad=1 c_pad=1
+GEMM push=update n=1 m=1 rows=4 cols=8 depth=16 interleave=1 c_addr=64 b_pad=1 c_pad=1
+VEC pop=compute push=store op=RELU length=35 dst_buf=ACC src0_buf=ACC dst_addr=64 src0_addr=64
+STORE pop=compute buffer=ACC rows=4 cols=8 dram_stride=8 dram_addr=0x1000 buf_pad=1
+STORE pop=update buffer=ACC buf_addr=64 rows=4 cols=8 dram_stride=8 dram_addr=0x2000 buf_pad=1
 HALT
 """
+# B (ACT) and C (ACC) rows at the odd pitch 9: the packed pitch 8 would put a column of B
+# and of C in one bank (docs/isa.md, bank conflicts).
 
 
 def _mixed_outputs(mode: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

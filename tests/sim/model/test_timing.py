@@ -21,7 +21,7 @@ TINY = load_params("tiny")
 
 LOAD = "LOAD buffer=ACT rows=8 cols=4 dram_stride=4"
 STORE = "STORE buffer=ACC rows=4 cols=4 dram_stride=4 dram_addr=0x1000"
-GEMM = "GEMM n=1 m=1 rows=4 cols=4 depth=8 interleave=1"
+GEMM = "GEMM n=1 m=1 rows=4 cols=4 depth=8 interleave=1 c_pad=1"
 VEC = "VEC op=COPY length=36 dst_buf=VEC src0_buf=VEC dst_addr=100"
 
 
@@ -147,6 +147,7 @@ TEMPLATES: list[tuple[Opcode, dict[str, Any]]] = [
             "interleave": 3,
             "dataflow": Dataflow.OS,
             "accumulate": 1,
+            "a_pad": 1,
         },
     ),
     (Opcode.PRUNE, {"n": 1, "m": 4, "rows": 8, "cols": 8, "direction": Direction.BP}),
