@@ -11,7 +11,7 @@ from nmsat.cli import main
 
 PROGRAM = """\
 LOAD push=compute buffer=ACT rows=4 cols=8 dram_stride=8
-GEMM pop=load n=2 m=8 rows=4 cols=8 depth=8 interleave=1
+GEMM pop=load n=2 m=8 rows=4 cols=8 depth=8 interleave=1 b_pad=1 c_pad=1
 HALT
 """
 

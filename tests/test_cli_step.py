@@ -184,7 +184,7 @@ def test_run_reports_the_error_pc_and_opcode(
     good = tmp_path / "good.s"
     good.write_text(
         "LOAD push=compute buffer=ACT rows=2 cols=8 dram_stride=8\n"
-        "GEMM pop=load n=2 m=8 rows=2 cols=8 depth=8 interleave=1\nHALT\n"
+        "GEMM pop=load n=2 m=8 rows=2 cols=8 depth=8 interleave=1 b_pad=1 c_pad=1\nHALT\n"
     )
     assert main(["isa", "asm", str(good), "--out", str(tmp_path / "good.nmsb")]) == 0
     assert main(["run", str(tmp_path / "good.nmsb"), "--config", "tiny"]) == 0

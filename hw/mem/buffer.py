@@ -43,7 +43,28 @@ __all__ = [
 ]
 
 
-class WideReadPortSignature(ParameterizedSignature):
+class _PortSignature(ParameterizedSignature):
+    """A buffer port of ``lanes`` elements: ``addr``, ``en`` and ``data``; the subclasses
+    choose one address for all lanes or one per lane (``_per_lane``) and the direction of the
+    data (``_read``). A read port's single-address form has one enable, every other form one
+    per lane."""
+
+    _per_lane: bool
+    _read: bool
+
+    def __init__(self, *, depth_entries: int, element_bits: int, lanes: int) -> None:
+        addr = range(depth_entries)
+        members = {
+            "addr": In(data.ArrayLayout(addr, lanes) if self._per_lane else addr),
+            "en": In(1 if self._read and not self._per_lane else lanes),
+            "data": (Out if self._read else In)(data.ArrayLayout(element_bits, lanes)),
+        }
+        super().__init__(
+            members, depth_entries=depth_entries, element_bits=element_bits, lanes=lanes
+        )
+
+
+class WideReadPortSignature(_PortSignature):
     """Signature of a wide read port: ``lanes`` consecutive elements per cycle.
 
     Parameters
@@ -65,20 +86,11 @@ class WideReadPortSignature(ParameterizedSignature):
         One cycle after ``en``: element ``addr + j`` in lane ``j``.
     """
 
-    def __init__(self, *, depth_entries: int, element_bits: int, lanes: int) -> None:
-        super().__init__(
-            {
-                "addr": In(range(depth_entries)),
-                "en": In(1),
-                "data": Out(data.ArrayLayout(element_bits, lanes)),
-            },
-            depth_entries=depth_entries,
-            element_bits=element_bits,
-            lanes=lanes,
-        )
+    _per_lane = False
+    _read = True
 
 
-class WideWritePortSignature(ParameterizedSignature):
+class WideWritePortSignature(_PortSignature):
     """Signature of a wide write port: up to ``lanes`` consecutive elements per cycle.
 
     Parameters
@@ -100,20 +112,11 @@ class WideWritePortSignature(ParameterizedSignature):
         The elements, lane ``j`` for element ``addr + j``.
     """
 
-    def __init__(self, *, depth_entries: int, element_bits: int, lanes: int) -> None:
-        super().__init__(
-            {
-                "addr": In(range(depth_entries)),
-                "en": In(lanes),
-                "data": In(data.ArrayLayout(element_bits, lanes)),
-            },
-            depth_entries=depth_entries,
-            element_bits=element_bits,
-            lanes=lanes,
-        )
+    _per_lane = False
+    _read = False
 
 
-class GatherReadPortSignature(ParameterizedSignature):
+class GatherReadPortSignature(_PortSignature):
     """Signature of a gather read port: one element per lane, each at its own address.
 
     Parameters
@@ -137,20 +140,11 @@ class GatherReadPortSignature(ParameterizedSignature):
         One cycle after ``en[j]``: element ``addr[j]`` in lane ``j``.
     """
 
-    def __init__(self, *, depth_entries: int, element_bits: int, lanes: int) -> None:
-        super().__init__(
-            {
-                "addr": In(data.ArrayLayout(range(depth_entries), lanes)),
-                "en": In(lanes),
-                "data": Out(data.ArrayLayout(element_bits, lanes)),
-            },
-            depth_entries=depth_entries,
-            element_bits=element_bits,
-            lanes=lanes,
-        )
+    _per_lane = True
+    _read = True
 
 
-class ScatterWritePortSignature(ParameterizedSignature):
+class ScatterWritePortSignature(_PortSignature):
     """Signature of a scatter write port: one element per lane, each at its own address.
 
     Parameters
@@ -173,17 +167,8 @@ class ScatterWritePortSignature(ParameterizedSignature):
         Lane ``j``'s element.
     """
 
-    def __init__(self, *, depth_entries: int, element_bits: int, lanes: int) -> None:
-        super().__init__(
-            {
-                "addr": In(data.ArrayLayout(range(depth_entries), lanes)),
-                "en": In(lanes),
-                "data": In(data.ArrayLayout(element_bits, lanes)),
-            },
-            depth_entries=depth_entries,
-            element_bits=element_bits,
-            lanes=lanes,
-        )
+    _per_lane = True
+    _read = False
 
 
 class PortKind(enum.Enum):

@@ -267,12 +267,21 @@ def test_vcu1525_builds_and_lints_clean(tmp_path: Path, require_tools: bool) -> 
     assert widths["bus__r__data"] == 8 * params.dram_bytes_per_cycle
     text = (tmp_path / VERILOG_FILE).read_text()
     # One module per kind of shared unit: four kinds of STCE cell, one WUVE lane, one
-    # FP32 -> FP16 converter; 1024 cell instances.
+    # FP32 -> FP16 converter, and the buffers' crossbar groups (one module per shape);
+    # 1024 cell instances.
     modules = re.findall(r"^module (nmsat_\w+)\s*[#(]", text, re.M)
+    crossbar = re.compile(r"nmsat_buffer_(gather_select|gather_return|scatter_select)(_\d+)?")
+    groups = [name for name in modules if crossbar.fullmatch(name)]
+    assert {crossbar.fullmatch(name).group(1) for name in groups} == {  # type: ignore[union-attr]
+        "gather_select",
+        "gather_return",
+        "scatter_select",
+    }
     cells = [f"nmsat_stce_cell_{kind}" for kind in ("corner", "top", "left", "inner")]
-    assert sorted(modules) == sorted(
+    assert sorted(set(modules) - set(groups)) == sorted(
         ["nmsat_top", "nmsat_ram", "nmsat_wuve_lane", "nmsat_fp32_to_fp16", *cells]
     )
+    assert len(set(modules)) == len(modules)
     assert len(re.findall(r"^\s+nmsat_stce_cell_\w+ unit \(", text, re.M)) == params.pe_count
     try:
         report = lint(tmp_path / VERILOG_FILE, TOP_NAME)
@@ -293,13 +302,13 @@ def _program() -> list[int]:
         isa.encode(Opcode.VEC, push=[Queue.COMPUTE], op=VecOp.COPY, length=32,
                    dst_buf=Buffer.ACT, src0_buf=Buffer.VEC),
         isa.encode(Opcode.GEMM, pop=[Queue.UPDATE], push=[Queue.PRUNE], n=2, m=4, rows=4,
-                   cols=4, depth=8, interleave=3),
+                   cols=4, depth=8, interleave=3, c_pad=1),
         isa.encode(Opcode.PRUNE, pop=[Queue.COMPUTE], push=[Queue.UPDATE], n=2, m=4, rows=4,
                    cols=8),
         isa.encode(Opcode.UPDATE, pop=[Queue.PRUNE], length=16, n=2, m=4, v_addr=256,
                    hp_addr=512),
         isa.encode(Opcode.GEMM, dataflow=Dataflow.OS, accumulate=1, n=4, m=4, rows=4, cols=8,
-                   depth=4, interleave=3),
+                   depth=4, interleave=3, a_pad=1),
         isa.encode(Opcode.HALT),
     ]  # fmt: skip
 
